@@ -1,0 +1,237 @@
+"""The params.yaml schema, `load_params()`, and `compose()` (the same steps DVC performs).
+
+DVC composes conf/ in its own process (it cannot import this package), so conf/ holds
+plain values only; the schema and range checks live here and run at every stage start.
+
+Usage: python -m ift.config [OVERRIDES...]    e.g. python -m ift.config model=pythia-70m
+rewrites params.yaml from conf/ for `dvc repro` users (`dvc exp run -S` does it itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ift.errors import UserError, one_line, run_main
+
+PARAMS_FILE = "params.yaml"
+CONFIG_DIR = "conf"
+CONFIG_NAME = "config"
+DATA_SOURCES = ("demo", "hub", "local")
+
+
+@dataclass
+class TinyModelConfig:
+    """Architecture of the offline model (GPT-NeoX, the Pythia architecture)."""
+
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 512
+    max_position_embeddings: int = 512
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "tiny"  # "tiny", a Hugging Face Hub id, or a local directory
+    revision: str | None = None  # a Hub branch, tag or commit; pinned in the presets
+    trust_remote_code: bool = False
+    tiny: TinyModelConfig | None = None  # only for name_or_path=tiny
+
+
+@dataclass
+class FieldsConfig:
+    """Which source columns hold the instruction, the optional input and the answer."""
+
+    instruction: str = "instruction"
+    input: str | None = "input"
+    output: str = "output"
+
+
+@dataclass
+class DemoConfig:
+    num_examples: int = 4000
+
+
+@dataclass
+class DataConfig:
+    source: str = "demo"  # demo | hub | local
+    name: str | None = None  # Hub dataset id (source=hub)
+    revision: str | None = None  # Hub dataset revision (source=hub)
+    path: str | None = None  # file or save_to_disk directory (source=local)
+    train_split: str = "train"
+    test_split: str | None = None  # None: split train_split with test_size
+    fields: FieldsConfig = field(default_factory=FieldsConfig)
+    test_size: float = 0.1
+    limit: int | None = None  # take only the first N rows (streamed from the Hub)
+    demo: DemoConfig | None = None
+
+
+@dataclass
+class TrainConfig:
+    """transformers TrainingArguments names where one exists, plus max_length."""
+
+    learning_rate: float = 1e-3
+    num_train_epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    per_device_train_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.05
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 512  # prompt + answer tokens; longer examples are dropped
+    completion_only_loss: bool = True  # loss on the answer (and EOS) only
+    bf16: bool | None = None  # None: bf16 autocast where the CPU/GPU has native support
+    logging_steps: int = 10
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 32
+    batch_size: int = 64
+    limit: int | None = None  # evaluate only the first N test examples
+    report_examples: int = 10  # example rows in reports/comparison.md
+
+
+@dataclass
+class Params:
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check_ranges(params: Params) -> None:
+    """Range checks the type system cannot express; each names the key and a valid range."""
+    t, d, e = params.train, params.data, params.eval
+    checks = [
+        (t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0"),
+        (t.num_train_epochs > 0 or t.max_steps > 0, "train.num_train_epochs", t.num_train_epochs,
+         "must be > 0 (or set train.max_steps > 0)"),
+        (t.per_device_train_batch_size >= 1, "train.per_device_train_batch_size",
+         t.per_device_train_batch_size, "must be >= 1"),
+        (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps",
+         t.gradient_accumulation_steps, "must be >= 1"),
+        (0 <= t.warmup_ratio < 1, "train.warmup_ratio", t.warmup_ratio, "must be in [0, 1)"),
+        (t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0"),
+        (t.max_length >= 2, "train.max_length", t.max_length, "must be >= 2"),
+        (t.logging_steps >= 1, "train.logging_steps", t.logging_steps, "must be >= 1"),
+        (0 < d.test_size < 1, "data.test_size", d.test_size, "must be between 0 and 1, e.g. 0.1"),
+        (d.limit is None or d.limit >= 1, "data.limit", d.limit, "must be >= 1 or null"),
+        (d.source in DATA_SOURCES, "data.source", d.source, f"must be one of {', '.join(DATA_SOURCES)}"),
+        (e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens, "must be >= 1"),
+        (e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1"),
+        (e.limit is None or e.limit >= 1, "eval.limit", e.limit, "must be >= 1 or null"),
+        (e.report_examples >= 0, "eval.report_examples", e.report_examples, "must be >= 0"),
+    ]
+    for ok, key, value, rule in checks:
+        if not ok:
+            raise UserError(f"{PARAMS_FILE}: {key}={value} {rule}; fix it with "
+                            f"`python -m ift.config {key}=...` or `dvc exp run -S {key}=...`")
+    if params.data.source == "hub" and not params.data.name:
+        raise UserError(f"{PARAMS_FILE}: data.source=hub needs data.name (a Hub dataset id)")
+    if params.data.source == "local" and not params.data.path:
+        raise UserError(f"{PARAMS_FILE}: data.source=local needs data.path, e.g. "
+                        "`-S data=local -S data.path=my_data.csv`")
+    if params.data.source == "demo" and params.data.demo is None:
+        raise UserError(f"{PARAMS_FILE}: data.source=demo needs data.demo.num_examples")
+    if params.model.name_or_path == "tiny" and params.model.tiny is None:
+        raise UserError(f"{PARAMS_FILE}: model.name_or_path=tiny needs the model.tiny section "
+                        "(select it with model=tiny)")
+
+
+def validate(config: DictConfig | dict, source: str = PARAMS_FILE) -> Params:
+    """Merge `config` onto the schema; raise UserError naming the offending key."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Params), config)
+        params: Params = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        reason = one_line(str(exc).split("\n")[0])
+        raise UserError(f"{source}: bad value for key '{key}': {reason}") from exc
+    _check_ranges(params)
+    return params
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read params.yaml and validate it against the schema (called at every stage start)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} not found: run `python -m ift.config` to compose it from conf/")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:
+        raise UserError(f"{path}: not valid YAML: {one_line(str(exc))}") from exc
+    return validate(loaded, source=str(path))
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path = CONFIG_DIR) -> DictConfig:
+    """Compose conf/ with Hydra overrides exactly as `dvc exp run -S` does.
+
+    Mirrors dvc.utils.hydra.compose_and_dump: initialize_config_dir + compose + resolve.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    config_dir = Path(config_dir).resolve()
+    if not (config_dir / f"{CONFIG_NAME}.yaml").exists():
+        raise UserError(f"{config_dir}/{CONFIG_NAME}.yaml not found: run from the project root")
+    try:
+        with initialize_config_dir(str(config_dir), version_base=None):
+            cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(f"cannot compose {config_dir.name}/ with {list(overrides)}: "
+                        f"{one_line(str(exc))}") from exc
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The text DVC writes to params.yaml for a composed config."""
+    return OmegaConf.to_yaml(cfg)
+
+
+def write_params(overrides: list[str], out: str | Path = PARAMS_FILE,
+                 config_dir: str | Path = CONFIG_DIR) -> Params:
+    """Compose, validate, then atomically write params.yaml (never a half-valid file)."""
+    from ift.io import write_text
+
+    cfg = compose(overrides, config_dir)
+    params = validate(cfg, source=f"{Path(config_dir).name}/ + {list(overrides)}")
+    write_text(out, to_yaml(cfg))
+    return params
+
+
+def as_dict(section: Any) -> dict:
+    """A schema section as a plain dict (for metadata files and model cards)."""
+    return OmegaConf.to_container(OmegaConf.structured(section), resolve=True)  # type: ignore[return-value]
+
+
+@run_main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ift.config",
+        description="Compose conf/ with Hydra overrides and write params.yaml (as dvc exp run -S does).",
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=pythia-70m train.learning_rate=1e-4")
+    parser.add_argument("--out", default=PARAMS_FILE, help="file to write (default: params.yaml)")
+    parser.add_argument("--config-dir", default=CONFIG_DIR, help="Hydra config directory (default: conf)")
+    args = parser.parse_args(argv)
+    write_params(args.overrides, args.out, args.config_dir)
+    logging.getLogger(__name__).info("wrote %s", args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

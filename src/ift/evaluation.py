@@ -1,0 +1,161 @@
+"""Batched generation, metrics, and predictions for the eval stages."""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from tqdm.auto import tqdm
+
+from ift.modeling import encode_example
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100  # label value that cross-entropy skips
+METRIC_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", "answer_loss",
+               "answer_perplexity", "n_examples")
+
+
+def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), to minimise padding."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "generating",
+) -> list[str]:
+    """Greedy answers for `prompts`, in order.
+
+    Batched with left padding and an attention mask, stopping at EOS; `max_new_tokens`
+    counts only generated tokens, and the prompt is cut off by token count, not characters.
+    """
+    model.eval()
+    device = model.device
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    answers: list[str] = [""] * len(prompts)
+    batches = _length_sorted_batches([len(ids) for ids in encoded], batch_size)
+    with tqdm(total=len(prompts), desc=desc, unit="ex") as bar:
+        for batch in batches:
+            inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]},
+                                   padding_side="left", return_tensors="pt").to(device)
+            output = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new_tokens = output[:, inputs["input_ids"].shape[1]:]
+            for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+                answers[i] = text
+            bar.update(len(batch))
+    return answers
+
+
+@torch.inference_mode()
+def answer_loss(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int,
+) -> float:
+    """Mean cross-entropy per answer token (EOS included), teacher-forced on the references."""
+    model.eval()
+    device = model.device
+    examples = [encode_example(p, a, tokenizer) for p, a in zip(prompts, answers)]
+    total_loss, total_tokens = 0.0, 0
+    for batch in _length_sorted_batches([len(e["input_ids"]) for e in examples], batch_size):
+        width = max(len(examples[i]["input_ids"]) for i in batch)
+        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids, mask = examples[i]["input_ids"], examples[i]["completion_mask"]
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention_mask[row, :len(ids)] = 1
+            labels[row, :len(ids)] = torch.tensor([t if m else IGNORE_INDEX for t, m in zip(ids, mask)])
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        # Position t predicts token t+1.
+        shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+        shift_labels = labels[:, 1:].reshape(-1).to(device)
+        total_loss += torch.nn.functional.cross_entropy(
+            shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum").item()
+        total_tokens += int((shift_labels != IGNORE_INDEX).sum())
+    return total_loss / max(total_tokens, 1)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1 between one prediction and one reference."""
+    pred_tokens = normalize_answer(prediction).split()
+    ref_tokens = normalize_answer(reference).split()
+    if not pred_tokens or not ref_tokens:
+        return float(pred_tokens == ref_tokens)
+    common = sum((Counter(pred_tokens) & Counter(ref_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred_tokens), common / len(ref_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """exact_match, token_f1, rouge_l (F-measure) averaged over examples; corpus BLEU (0-100)."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    n = len(predictions)
+    if n == 0:
+        return {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0, "bleu": 0.0}
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    return {
+        "exact_match": sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / n,
+        "token_f1": sum(token_f1(p, r) for p, r in zip(predictions, references)) / n,
+        "rouge_l": sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)) / n,
+        "bleu": sacrebleu.corpus_bleu(list(predictions), [list(references)]).score,
+    }
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[dict[str, str]],
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "generating",
+) -> tuple[dict[str, float], list[dict[str, str]]]:
+    """Generate for every row, score against the references; return (metrics, predictions)."""
+    prompts = [r["input"] for r in rows]
+    references = [r["output"] for r in rows]
+    predictions = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, desc)
+    loss = answer_loss(model, tokenizer, prompts, references, batch_size)
+    metrics = {
+        **text_metrics(predictions, references),
+        "answer_loss": loss,
+        "answer_perplexity": math.exp(min(loss, 700.0)),  # exp overflows a float past ~709
+        "n_examples": len(rows),
+    }
+    records = [{"input": p, "reference": r, "prediction": y}
+               for p, r, y in zip(prompts, references, predictions)]
+    return {k: metrics[k] for k in METRIC_KEYS}, records

@@ -1,0 +1,163 @@
+"""Models and tokenizers: the tiny offline model, pretrained ones (Hub ids, local dirs),
+pad/EOS rules, devices and dtypes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from ift.config import TinyModelConfig
+
+log = logging.getLogger(__name__)
+
+# Pythia's special tokens: id 0 is BOS/EOS/UNK, id 1 is a real padding entry.
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|padding|>"
+# Added only when a tokenizer has no padding entry of its own (never EOS: see ensure_pad_token).
+ADDED_PAD_TOKEN = "<|pad|>"
+TINY_NAME = "tiny"
+
+
+def is_tiny(name_or_path: str) -> bool:
+    return name_or_path == TINY_NAME
+
+
+def pick_device() -> torch.device:
+    """The GPU when there is one (CUDA, or Apple's MPS), else the CPU.
+
+    GPU paths are written for, but not verified on, the machines this project is tested on.
+    """
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """True where bf16 matmuls are native: CUDA with bf16, or CPUs with AMX / AVX-512 BF16.
+
+    On CPUs without those units bf16 is emulated and slower than fp32, so we stay in fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return False
+
+
+def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerBase:
+    """Train a byte-level BPE tokenizer with Pythia's special tokens (EOS id 0, pad id 1)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        model_max_length=2048,
+    )
+
+
+def build_tiny_model(
+    arch: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int
+) -> PreTrainedModel:
+    """A randomly initialised GPT-NeoX (the Pythia architecture) sized by `arch`."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=arch.hidden_size,
+        num_hidden_layers=arch.num_hidden_layers,
+        num_attention_heads=arch.num_attention_heads,
+        intermediate_size=arch.intermediate_size,
+        max_position_embeddings=arch.max_position_embeddings,
+        rotary_pct=0.25,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    return GPTNeoXForCausalLM(config)
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None) -> None:
+    """Give the tokenizer a pad token distinct from EOS, and record pad/EOS in the model.
+
+    Padding with EOS would mask EOS out of the loss and the model would never learn to
+    stop. Pythia has a real `<|padding|>` entry; otherwise a pad token is added and the
+    embeddings are resized.
+    """
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        if PAD_TOKEN in tokenizer.get_vocab():
+            tokenizer.pad_token = PAD_TOKEN
+        else:
+            tokenizer.add_special_tokens({"pad_token": ADDED_PAD_TOKEN})
+            log.info("added pad token %s (id %d)", ADDED_PAD_TOKEN, tokenizer.pad_token_id)
+    if model is None:
+        return
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    for config in (model.config, model.generation_config):
+        config.pad_token_id = tokenizer.pad_token_id
+        config.eos_token_id = tokenizer.eos_token_id
+
+
+def load_tokenizer(path: str | Path, padding_side: str = "right") -> PreTrainedTokenizerBase:
+    """Load a tokenizer saved by this pipeline (fetch or train), offline."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side=padding_side)
+    ensure_pad_token(tokenizer, None)
+    return tokenizer
+
+
+def load_model(path: str | Path, device: torch.device | None = None) -> PreTrainedModel:
+    """Load a causal LM saved by this pipeline, from safetensors only (never pickle)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path), use_safetensors=True, dtype=torch.float32
+    )
+    return model.to(device or pick_device())
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
+    """Save model + tokenizer in the `save_pretrained` layout (safetensors)."""
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+
+
+def encode_example(prompt: str, answer: str, tokenizer: PreTrainedTokenizerBase) -> dict[str, list[int]]:
+    """Token ids of prompt + answer + EOS, and a mask that is 1 on the answer and EOS.
+
+    Prompt and answer are tokenized separately, so the prompt tokens are exactly what the
+    model sees at inference (no BPE merge across the boundary), and EOS is appended so the
+    model learns to stop.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return {
+        "input_ids": prompt_ids + answer_ids,
+        "completion_mask": [0] * len(prompt_ids) + [1] * len(answer_ids),
+    }
