@@ -23,6 +23,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
                "wrench", "spade"),
 }
 WORDS: tuple[str, ...] = tuple(word for words in CATEGORIES.values() for word in words)
+MAX_NUMBER = 99
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 Record = dict[str, str]
@@ -73,9 +74,9 @@ def repeat_word(rng: random.Random) -> Record:
             "output": " ".join([word] * times)}
 
 
-def add_numbers(rng: random.Random) -> Record:
-    a, b = rng.randint(0, 20), rng.randint(0, 20)
-    return {"instruction": f"What is {a} plus {b}?", "input": "", "output": str(a + b)}
+def add_one(rng: random.Random) -> Record:
+    number = rng.randint(0, MAX_NUMBER - 1)
+    return {"instruction": f"What is {number} plus one?", "input": "", "output": str(number + 1)}
 
 
 def join_words(rng: random.Random) -> Record:
@@ -86,7 +87,7 @@ def join_words(rng: random.Random) -> Record:
 
 TASKS: tuple[Callable[[random.Random], Record], ...] = (
     reverse_words, sort_words, pick_position, pick_category, count_words, repeat_word,
-    add_numbers, join_words,
+    add_one, join_words,
 )
 
 
@@ -108,3 +109,26 @@ def generate(num_examples: int, seed: int) -> list[Record]:
         seen.add(key)
         records.append(record)
     raise ValueError(f"cannot generate {num_examples} unique demo examples (seed {seed})")
+
+
+def pretraining_text(rng: random.Random) -> str:
+    """One document of the tiny base model's synthetic pretraining corpus.
+
+    A base language model arrives knowing how to continue text: it copies what it has
+    seen in its context and knows facts such as the order of numbers. The tiny model gets
+    that from this corpus: lists of words repeated forwards or backwards, and runs of
+    counting. It never contains the prompt template, an instruction or a task's answer.
+    """
+    if rng.random() < 0.25:
+        start = rng.randint(0, MAX_NUMBER - 8)
+        return " ".join(str(n) for n in range(start, start + rng.randint(3, 8)))
+    segment = rng.sample(WORDS, rng.randint(3, 8))
+    parts = [" ".join(segment if rng.random() < 0.5 else segment[::-1])
+             for _ in range(rng.randint(2, 4))]
+    return ("\n" if rng.random() < 0.5 else ", ").join(parts)
+
+
+def pretraining_corpus(num_documents: int, seed: int) -> list[str]:
+    """`num_documents` pretraining documents, the same for the same seed."""
+    rng = random.Random(f"pretraining-{seed}")
+    return [pretraining_text(rng) for _ in range(num_documents)]

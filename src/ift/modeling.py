@@ -3,6 +3,7 @@ pad/EOS rules, devices and dtypes."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -10,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ift.config import ModelConfig, TinyModelConfig, as_dict
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-    from ift.config import TinyModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,11 @@ def build_tiny_model(
         num_attention_heads=arch.num_attention_heads,
         intermediate_size=arch.intermediate_size,
         max_position_embeddings=arch.max_position_embeddings,
-        rotary_pct=0.25,
+        rotary_pct=arch.rotary_pct,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=False,  # as in Pythia
     )
     return GPTNeoXForCausalLM(config)
 
@@ -121,6 +122,31 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel 
     for config in (model.config, model.generation_config):
         config.pad_token_id = tokenizer.pad_token_id
         config.eos_token_id = tokenizer.eos_token_id
+
+
+def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict]:
+    """Load a Hub id (pinned to the commit its revision resolves to) or a local directory.
+
+    Weights load from safetensors only; remote code runs only with
+    model.trust_remote_code=true.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ift.hub import hub_errors, resolve_revision
+
+    local = Path(cfg.name_or_path).expanduser()
+    if local.is_dir():
+        source, revision, meta = str(local), None, {"name_or_path": str(local), "local": True}
+    else:
+        revision = resolve_revision(cfg.name_or_path, "model", cfg.revision)
+        source = cfg.name_or_path
+        meta = {"name_or_path": source, "revision": cfg.revision, "resolved_revision": revision}
+    kwargs = {"revision": revision, "trust_remote_code": cfg.trust_remote_code}
+    with hub_errors("model", cfg.name_or_path):
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, use_safetensors=True, dtype=torch.float32, **kwargs)
+    return tokenizer, model, meta
 
 
 def load_tokenizer(path: str | Path, padding_side: str = "right") -> PreTrainedTokenizerBase:
@@ -161,3 +187,40 @@ def encode_example(prompt: str, answer: str, tokenizer: PreTrainedTokenizerBase)
         "input_ids": prompt_ids + answer_ids,
         "completion_mask": [0] * len(prompt_ids) + [1] * len(answer_ids),
     }
+
+
+def _training_texts(records: list[dict[str, str]]) -> Iterable[str]:
+    """What the tiny tokenizer is trained on: the hydrated prompts and answers."""
+    from ift.prompts import hydrate
+
+    for record in records:
+        row = hydrate(record)
+        yield row["input"] + row["output"]
+
+
+def fetch_base_model(
+    cfg: ModelConfig, train_records: list[dict[str, str]], seed: int, work_dir: Path
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]:
+    """Build (tiny) or download/load (Hub id, local dir) the base model; return it with metadata."""
+    if is_tiny(cfg.name_or_path):
+        from ift.demo import pretraining_corpus
+        from ift.training import pretrain
+
+        arch = cfg.tiny
+        assert arch is not None  # checked by ift.config
+        documents = pretraining_corpus(arch.pretrain_steps * arch.pretrain_batch_size, seed)
+        tokenizer = build_tiny_tokenizer(
+            itertools.chain(_training_texts(train_records), documents), arch.vocab_size)
+        model = build_tiny_model(arch, tokenizer, seed)
+        result = pretrain(model, tokenizer, documents, arch, seed, work_dir)
+        meta = {"name_or_path": TINY_NAME, "built_from": "ift.modeling.build_tiny_model",
+                "architecture": as_dict(arch),
+                "pretraining": {"corpus": "ift.demo.pretraining_corpus", "documents": len(documents),
+                                "steps": result["global_step"], "final_loss": result["train_loss"]}}
+    else:
+        tokenizer, model, meta = load_pretrained(cfg)
+    ensure_pad_token(tokenizer, model)
+    meta.update(parameters=sum(p.numel() for p in model.parameters()),
+                vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+    return model, tokenizer, meta

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ift.config import TrainConfig
+from ift.config import TinyModelConfig, TrainConfig
 from ift.errors import UserError
 from ift.modeling import bf16_supported, encode_example, pick_device
 
@@ -86,16 +86,51 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
 
 
 def dvclive_callback(reports_dir: Path) -> Any:
-    """The transformers DVCLive callback, minus timing values (they are not reproducible)."""
+    """The transformers DVCLive callback, logging at the trainer's step, without timings.
+
+    Timings (train_runtime, samples/s) differ from run to run, so they would make the
+    committed training metrics unreproducible; TrainingArguments are not logged because
+    params.yaml already records our settings.
+    """
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
 
     class ReproducibleDVCLiveCallback(DVCLiveCallback):
+        def setup(self, args, state, model):
+            self._initialized = True
+
         def on_log(self, args, state, control, model=None, logs=None, **kwargs):
             logs = {k: v for k, v in (logs or {}).items() if k not in TIMING_LOG_KEYS}
+            self.live.step = state.global_step
             super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
-    return ReproducibleDVCLiveCallback(live=Live(str(reports_dir), dvcyaml=False, save_dvc_exp=False))
+    return ReproducibleDVCLiveCallback(
+        live=Live(str(reports_dir), dvcyaml=False, save_dvc_exp=False, report=None))
+
+
+def run_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    callbacks: list | None = None,
+) -> dict[str, float]:
+    """Train `model` in place with TRL's SFTTrainer; return the final loss and step count."""
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    set_seed(seed)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(cfg, seed, work_dir, len(dataset)),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks or [],
+    )
+    result = trainer.train()
+    return {"train_loss": result.training_loss, "global_step": result.global_step}
 
 
 def finetune(
@@ -107,18 +142,32 @@ def finetune(
     work_dir: Path,
     reports_dir: Path,
 ) -> dict[str, float]:
-    """Train `model` in place; return the final training metrics (loss, steps, epochs)."""
-    from transformers import set_seed
-    from trl import SFTTrainer
+    """Instruction finetuning, with training metrics and curves logged to `reports_dir`."""
+    return run_sft(model, tokenizer, train_dataset, cfg, seed, work_dir,
+                   callbacks=[dvclive_callback(reports_dir)])
 
-    set_seed(seed)
-    args = sft_config(cfg, seed, work_dir, len(train_dataset))
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
-        callbacks=[dvclive_callback(reports_dir)],
+
+def pretrain(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    documents: list[str],
+    arch: TinyModelConfig,
+    seed: int,
+    work_dir: Path,
+) -> dict[str, float]:
+    """Language-model pretraining (loss on every token) of the tiny base model."""
+    from datasets import Dataset
+
+    eos = tokenizer.eos_token_id
+    dataset = Dataset.from_list(
+        [{"input_ids": ids + [eos]} for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]])
+    cfg = TrainConfig(
+        learning_rate=arch.pretrain_learning_rate,
+        max_steps=arch.pretrain_steps,
+        per_device_train_batch_size=arch.pretrain_batch_size,
+        warmup_ratio=0.05,
+        lr_scheduler_type="cosine",
+        completion_only_loss=False,
+        logging_steps=max(arch.pretrain_steps // 5, 1),
     )
-    result = trainer.train()
-    return {"train_loss": result.training_loss, "global_step": result.global_step}
+    return run_sft(model, tokenizer, dataset, cfg, seed, work_dir)

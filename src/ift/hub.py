@@ -1,0 +1,58 @@
+"""Access to the Hugging Face Hub: resolving revisions and turning Hub failures into one line.
+
+Stages after fetch run with HF_HUB_OFFLINE=1, so only fetch ever touches the network.
+Tokens are read by huggingface_hub from the environment (HF_TOKEN) or `hf auth login`;
+this project never reads, prints or stores them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from ift.errors import UserError, one_line
+
+OFFLINE_HINT = ("check the name, log in with `hf auth login` for gated or private repos, "
+                "use a local path, or run offline with `model=tiny data=demo`")
+
+
+def set_offline() -> None:
+    """Forbid Hub access for the rest of this process (every stage after fetch)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
+@contextlib.contextmanager
+def hub_errors(kind: str, repo_id: str) -> Iterator[None]:
+    """Re-raise any failure to reach or read `repo_id` as a one-line UserError."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:  # the Hub client raises many types (HTTP, offline, gated, ...)
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        if isinstance(exc, GatedRepoError):
+            reason = "the repo is gated: accept its terms on the Hub, then `hf auth login`"
+        elif isinstance(exc, RevisionNotFoundError):
+            reason = "that revision does not exist"
+        elif isinstance(exc, RepositoryNotFoundError):
+            reason = "no such repo (or it is private)"
+        else:
+            reason = f"{type(exc).__name__}: {one_line(str(exc))[:200]}"
+        raise UserError(f"cannot fetch {kind} '{repo_id}' from the Hugging Face Hub ({reason}); "
+                        f"{OFFLINE_HINT}") from exc
+
+
+def resolve_revision(repo_id: str, repo_type: str, revision: str | None) -> str:
+    """The commit hash that `revision` (branch, tag or hash; None = main) points to now."""
+    from huggingface_hub import HfApi
+
+    with hub_errors(repo_type, repo_id):
+        info = HfApi().repo_info(repo_id, repo_type=repo_type, revision=revision)
+    return info.sha

@@ -1,0 +1,62 @@
+"""The baseline-vs-tuned comparison: a Markdown report and the data for its bar plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Metrics where higher is better; the rest (loss, perplexity) are better lower.
+HIGHER_IS_BETTER = ("exact_match", "token_f1", "rouge_l", "bleu")
+# Metrics on a 0..1 scale, plotted side by side (bleu is 0..100, loss is unbounded).
+PLOTTED = ("exact_match", "token_f1", "rouge_l")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _cell(text: str, limit: int = 300) -> str:
+    """Text made safe for one Markdown table cell."""
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+
+
+def question_of(prompt: str) -> str:
+    """The instruction (and input) of a hydrated prompt, without the template's boilerplate."""
+    body = prompt.split("### Instruction:\n", 1)[-1]
+    return body.removesuffix("\n\n### Response:").replace("\n\n### Input:\n", "\nInput: ")
+
+
+def comparison_markdown(
+    baseline: dict, tuned: dict, baseline_preds: Sequence[dict], tuned_preds: Sequence[dict],
+    num_examples: int, baseline_name: str, tuned_name: str,
+) -> str:
+    """Metrics table with deltas, then example rows: question, reference, base and tuned answers."""
+    lines = [
+        "# Baseline vs tuned",
+        "",
+        f"Base model: `{baseline_name}`; tuned model: `{tuned_name}`; "
+        f"{tuned['n_examples']} test examples, greedy decoding.",
+        "",
+        "| metric | baseline | tuned | delta |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key, value in baseline.items():
+        if key == "n_examples":
+            continue
+        delta = tuned[key] - value
+        better = (delta > 0) == (key in HIGHER_IS_BETTER) and delta != 0
+        lines.append(f"| {key} | {_fmt(value)} | {_fmt(tuned[key])} | {delta:+.4f}{' ✓' if better else ''} |")
+    shown = min(num_examples, len(tuned_preds))
+    if shown:
+        lines += ["", f"## {shown} test examples", "",
+                  "| question | reference | base model | tuned model |", "| --- | --- | --- | --- |"]
+        for base, new in zip(baseline_preds[:shown], tuned_preds[:shown]):
+            lines.append(f"| {_cell(question_of(new['input']))} | {_cell(new['reference'])} "
+                         f"| {_cell(base['prediction'])} | {_cell(new['prediction'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_plot_rows(baseline: dict, tuned: dict) -> list[dict]:
+    """Rows for the grouped bar plot declared in dvc.yaml (one bar per metric and model)."""
+    return [{"metric": f"{key} ({name})", "value": round(float(metrics[key]), 6)}
+            for key in PLOTTED for name, metrics in (("baseline", baseline), ("tuned", tuned))]

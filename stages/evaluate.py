@@ -1,0 +1,71 @@
+"""Stages baseline_eval and tuned_eval: generate answers for the test split and score them.
+
+    python stages/evaluate.py models/base data/hydrated/test.jsonl reports/baseline
+    python stages/evaluate.py models/tuned data/hydrated/test.jsonl reports/tuned \
+        --baseline reports/baseline --base-model models/base --comparison reports/comparison.md
+
+Reads params: eval. Writes OUT_DIR/metrics.json and OUT_DIR/predictions.jsonl; with
+--baseline, also the comparison report and its plot data. Timings go to
+reports/timings/ (they vary run to run, so they are not DVC outputs).
+"""
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from ift.config import load_params
+from ift.errors import run_main
+from ift.evaluation import evaluate
+from ift.hub import set_offline
+from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
+from ift.modeling import load_model, load_tokenizer
+from ift.report import comparison_markdown, comparison_plot_rows
+
+log = logging.getLogger("ift.evaluate")
+TIMINGS_DIR = Path("reports/timings")
+
+
+@run_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("test_file", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--baseline", type=Path, help="baseline report dir to compare against")
+    parser.add_argument("--base-model", type=Path, help="the baseline's model dir (named in the report)")
+    parser.add_argument("--comparison", type=Path, help="where to write the Markdown comparison")
+    args = parser.parse_args()
+    set_offline()
+    cfg = load_params().eval
+    started = time.perf_counter()
+
+    tokenizer = load_tokenizer(args.model_dir, padding_side="left")
+    model = load_model(args.model_dir)
+    rows = read_jsonl(args.test_file)[: cfg.limit]
+    metrics, predictions = evaluate(model, tokenizer, rows, cfg.max_new_tokens, cfg.batch_size,
+                                    desc=f"eval {args.model_dir}")
+
+    with atomic_dir(args.out_dir) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        write_jsonl(tmp / "predictions.jsonl", predictions)
+        if args.baseline:
+            baseline = read_json(args.baseline / "metrics.json")
+            write_json(tmp / "comparison_plot.json", comparison_plot_rows(baseline, metrics))
+    if args.baseline and args.comparison:
+        base_name = read_json(args.base_model / "metadata.json")["name_or_path"] if args.base_model else "base"
+        write_text(args.comparison, comparison_markdown(
+            read_json(args.baseline / "metrics.json"), metrics,
+            read_jsonl(args.baseline / "predictions.jsonl"), predictions, cfg.report_examples,
+            baseline_name=base_name, tuned_name=f"{base_name} finetuned ({args.model_dir})"))
+    seconds = time.perf_counter() - started
+    write_json(TIMINGS_DIR / f"{args.out_dir.name}.json",
+               {"seconds": round(seconds, 3), "examples": len(rows),
+                "examples_per_second": round(len(rows) / seconds, 2)})
+    log.info("%s: exact_match=%.3f token_f1=%.3f on %d examples (%.1fs)", args.out_dir,
+             metrics["exact_match"], metrics["token_f1"], len(rows), seconds)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main()

@@ -1,0 +1,48 @@
+"""Stage fetch: materialise the dataset into DATA_DIR and the base model into MODEL_DIR.
+
+    python stages/fetch.py data/raw models/base
+
+Reads params: seed, model, data. The only stage that may use the network.
+"""
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+from ift.config import load_params
+from ift.data import load_splits
+from ift.errors import run_main
+from ift.io import atomic_dir, write_json, write_jsonl
+from ift.modeling import fetch_base_model, save_model
+
+log = logging.getLogger("ift.fetch")
+WORK_DIR = Path(".checkpoints/fetch")  # the trainer's scratch dir while pretraining model=tiny
+
+
+@run_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data_dir")
+    parser.add_argument("model_dir")
+    args = parser.parse_args()
+    params = load_params()
+
+    splits, data_meta = load_splits(params.data, params.seed)
+    model, tokenizer, model_meta = fetch_base_model(params.model, splits["train"], params.seed, WORK_DIR)
+    shutil.rmtree(WORK_DIR, ignore_errors=True)
+
+    # Both outputs appear together, or neither: a failure leaves the previous ones in place.
+    with atomic_dir(args.data_dir) as data_tmp, atomic_dir(args.model_dir) as model_tmp:
+        for name, records in splits.items():
+            write_jsonl(data_tmp / f"{name}.jsonl", records)
+        write_json(data_tmp / "metadata.json", data_meta)
+        save_model(model, tokenizer, model_tmp)
+        write_json(model_tmp / "metadata.json", model_meta)
+    log.info("fetched %s (%s) and model %s (%d parameters)", data_meta.get("name", data_meta["source"]),
+             data_meta["counts"], model_meta["name_or_path"], model_meta["parameters"])
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main()

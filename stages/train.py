@@ -1,0 +1,52 @@
+"""Stage train: finetune the base model on the hydrated training rows.
+
+    python stages/train.py models/base data/hydrated/train.jsonl models/tuned reports/train
+
+Reads params: seed, train. Writes the tuned model (save_pretrained layout, safetensors)
+and the training metrics and loss curves (dvclive) into REPORTS_DIR.
+"""
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+from ift.config import load_params
+from ift.errors import run_main
+from ift.hub import set_offline
+from ift.io import atomic_dir, read_jsonl
+from ift.modeling import load_model, load_tokenizer, save_model
+from ift.training import build_dataset, finetune
+
+log = logging.getLogger("ift.train")
+WORK_DIR = Path(".checkpoints/train")
+
+
+@run_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("base_dir", type=Path)
+    parser.add_argument("train_file", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("reports_dir", type=Path)
+    args = parser.parse_args()
+    set_offline()
+    params = load_params()
+
+    tokenizer = load_tokenizer(args.base_dir)
+    model = load_model(args.base_dir)
+    dataset, stats = build_dataset(read_jsonl(args.train_file), tokenizer, params.train.max_length,
+                                   source=str(args.train_file))
+    log.info("training on %d examples (%d tokens, %d of them answer tokens)",
+             stats["examples"], stats["tokens"], stats["answer_tokens"])
+
+    with atomic_dir(args.reports_dir) as reports_tmp, atomic_dir(args.out_dir) as model_tmp:
+        result = finetune(model, tokenizer, dataset, params.train, params.seed, WORK_DIR, reports_tmp)
+        save_model(model, tokenizer, model_tmp)
+    shutil.rmtree(WORK_DIR, ignore_errors=True)
+    log.info("trained %d steps, mean training loss %.4f", result["global_step"], result["train_loss"])
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main()

@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ift.config import Params, compose, load_params, to_yaml, validate, write_params
+from ift.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def presets(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_contract_presets_exist():
+    assert {"tiny", "pythia-70m", "pythia-160m", "pythia-410m"} <= set(presets("model"))
+    assert {"demo", "alpaca", "lamini_docs", "local"} <= set(presets("data"))
+
+
+@pytest.mark.parametrize("group", ["model", "data", "train", "eval"])
+def test_every_preset_composes_and_validates(group):
+    for name in presets(group):
+        overrides = [f"{group}={name}"]
+        if group == "data" and name == "local":
+            overrides.append("data.path=some.csv")
+        cfg = compose(overrides, CONF)
+        params = validate(cfg)
+        assert isinstance(params, Params)
+
+
+@pytest.mark.parametrize("group", ["model", "data", "train", "eval"])
+def test_every_preset_starts_with_the_command_that_selects_it(group):
+    for path in (CONF / group).glob("*.yaml"):
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# Select with:") and f"{group}={path.stem}" in first, path
+
+
+def test_committed_params_equal_the_composition_of_conf():
+    assert (ROOT / "params.yaml").read_text() == to_yaml(compose([], CONF))
+
+
+def test_composition_matches_dvc(tmp_path):
+    from dvc.utils.hydra import compose_and_dump
+
+    out = tmp_path / "params.yaml"
+    compose_and_dump(out, str(CONF), None, "config", str(tmp_path), ["model=pythia-70m"])
+    assert out.read_text() == to_yaml(compose(["model=pythia-70m"], CONF))
+
+
+def test_write_params_and_load_roundtrip(tmp_path):
+    out = tmp_path / "params.yaml"
+    write_params(["train.learning_rate=0.0003", "eval.max_new_tokens=7"], out, CONF)
+    params = load_params(out)
+    assert params.train.learning_rate == pytest.approx(3e-4)
+    assert params.eval.max_new_tokens == 7
+
+
+def test_typo_key_fails_with_its_name(tmp_path):
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["train"]["learnig_rate"] = 0.1
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match="learnig_rate"):
+        load_params(path)
+
+
+def test_wrong_type_fails_with_key_name():
+    with pytest.raises(UserError, match="train.learning_rate"):
+        compose_and_validate(["train.learning_rate=fast"])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.learning_rate=0", "train.learning_rate"),
+    ("train.learning_rate=-1e-4", "train.learning_rate"),
+    ("data.test_size=1.5", "data.test_size"),
+    ("data.test_size=0", "data.test_size"),
+    ("train.per_device_train_batch_size=0", "train.per_device_train_batch_size"),
+    ("eval.batch_size=0", "eval.batch_size"),
+])
+def test_out_of_range_values_fail_with_key_name(override, key):
+    with pytest.raises(UserError, match=key):
+        compose_and_validate([override])
+
+
+def test_unknown_preset_lists_choices():
+    with pytest.raises(UserError, match="pythia-70m"):
+        compose(["model=pythia-7b"], CONF)
+
+
+def test_unknown_key_override_fails():
+    with pytest.raises(UserError):
+        compose(["train.no_such_key=1"], CONF)
+
+
+def compose_and_validate(overrides):
+    return validate(compose(overrides, CONF))
