@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ift.config import load_params
-from ift.errors import run_main
+from ift.errors import configure_logging, run_main
 from ift.evaluation import evaluate
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
@@ -67,5 +67,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     main()

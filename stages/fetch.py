@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ift.config import load_params
 from ift.data import load_splits
-from ift.errors import run_main
+from ift.errors import configure_logging, run_main
 from ift.io import atomic_dir, write_json, write_jsonl
 from ift.modeling import fetch_base_model, save_model
 
@@ -44,5 +44,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     main()

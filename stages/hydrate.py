@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from ift.data import drop_unusable, token_length_stats
-from ift.errors import UserError, run_main
+from ift.errors import UserError, configure_logging, run_main
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from ift.modeling import load_tokenizer
@@ -49,5 +49,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     main()

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from ift.config import load_params
-from ift.errors import run_main
+from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_jsonl
 from ift.modeling import load_model, load_tokenizer, save_model
@@ -48,5 +48,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     main()

@@ -22,6 +22,13 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def configure_logging() -> None:
+    """INFO from our code; only warnings from chatty libraries (absl prints at INFO)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("absl", "httpx", "datasets", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def one_line(message: str) -> str:
     return " ".join(str(message).split())
 

@@ -75,8 +75,9 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
         completion_only_loss=cfg.completion_only_loss,
         bf16=use_bf16,
         use_cpu=device.type == "cpu",
-        # Recomputing activations only saves memory, which small models do not need.
-        gradient_checkpointing=False,
+        # Recomputing activations only saves memory, which small models do not need
+        # (TRL turns it on by default).
+        activation_checkpointing=False,
         logging_steps=cfg.logging_steps,
         save_strategy="no",
         report_to="none",

@@ -1,0 +1,74 @@
+"""End to end: copy the repository to a temporary directory and run `dvc repro` there."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ift.evaluation import METRIC_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+
+def project_files() -> list[str]:
+    """Tracked files plus new, not ignored ones: the working tree as a fresh clone would have it."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    # The venv's bin first on PATH: dvc runs `python stages/...`, which must be this Python.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory) -> Path:
+    copy = tmp_path_factory.mktemp("repo")
+    for name in project_files():
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, copy / name)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=copy, check=True)
+    return copy
+
+
+def test_dvc_repro_builds_everything_then_does_nothing(repo_copy):
+    first = run(["dvc", "repro"], repo_copy)
+    for stage in ("fetch", "hydrate", "baseline_eval", "train", "tuned_eval"):
+        assert f"Running stage '{stage}'" in first
+
+    metrics = {name: json.loads((repo_copy / f"reports/{name}/metrics.json").read_text())
+               for name in ("baseline", "tuned")}
+    for values in metrics.values():
+        assert tuple(values) == METRIC_KEYS
+    assert metrics["tuned"]["n_examples"] == metrics["baseline"]["n_examples"] > 0
+    assert metrics["tuned"]["exact_match"] >= 0.6
+    assert metrics["tuned"]["exact_match"] - metrics["baseline"]["exact_match"] >= 0.5
+    assert metrics["tuned"]["token_f1"] > metrics["baseline"]["token_f1"]
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tuned = repo_copy / "models/tuned"
+    assert (tuned / "model.safetensors").exists()
+    tokenizer = AutoTokenizer.from_pretrained(tuned)
+    model = AutoModelForCausalLM.from_pretrained(tuned)
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+    assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+    report = (repo_copy / "reports/comparison.md").read_text()
+    assert "| exact_match |" in report and "| question | reference | base model | tuned model |" in report
+
+    second = run(["dvc", "repro"], repo_copy)
+    assert "Running stage" not in second
+    assert "Data and pipelines are up to date" in second
