@@ -1,9 +1,11 @@
 """Stage train: finetune the base model on the hydrated training rows.
 
-    python stages/train.py models/base data/hydrated/train.jsonl models/tuned reports/train
+    python stages/train.py models/base data/hydrated/train.jsonl models/tuned reports/train \
+        --data-meta data/raw/metadata.json
 
 Reads params: seed, train. Writes the tuned model (save_pretrained layout, safetensors)
-and the training metrics and loss curves (dvclive) into REPORTS_DIR.
+with a model card (README.md), and the training metrics and loss curves (dvclive) into
+REPORTS_DIR.
 """
 
 import argparse
@@ -11,11 +13,12 @@ import logging
 import shutil
 from pathlib import Path
 
-from ift.config import load_params
+from ift.config import as_dict, load_params
 from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
-from ift.io import atomic_dir, read_jsonl
+from ift.io import atomic_dir, read_json, read_jsonl, write_text
 from ift.modeling import load_model, load_tokenizer, save_model
+from ift.report import model_card
 from ift.training import build_dataset, finetune
 
 log = logging.getLogger("ift.train")
@@ -29,6 +32,7 @@ def main() -> None:
     parser.add_argument("train_file", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("reports_dir", type=Path)
+    parser.add_argument("--data-meta", type=Path, required=True, help="fetch's data metadata (for the model card)")
     args = parser.parse_args()
     set_offline()
     params = load_params()
@@ -43,6 +47,9 @@ def main() -> None:
     with atomic_dir(args.reports_dir) as reports_tmp, atomic_dir(args.out_dir) as model_tmp:
         result = finetune(model, tokenizer, dataset, params.train, params.seed, WORK_DIR, reports_tmp)
         save_model(model, tokenizer, model_tmp)
+        card = model_card(read_json(args.base_dir / "metadata.json"), read_json(args.data_meta),
+                          as_dict(params.train), params.seed, result)
+        write_text(model_tmp / "README.md", card)
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     log.info("trained %d steps, mean training loss %.4f", result["global_step"], result["train_loss"])
 

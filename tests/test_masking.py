@@ -44,7 +44,7 @@ def test_trl_labels_and_collator_mask_prompt_and_padding(tiny_tokenizer, tiny_mo
     batch = trainer.data_collator(prepared)
 
     eos, pad = tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id
-    for row, features in zip(range(2), prepared):
+    for row in range(2):
         expected = encode_example(ROWS[row]["input"], ROWS[row]["output"], tiny_tokenizer)
         n = len(expected["input_ids"])
         labels = batch["labels"][row].tolist()

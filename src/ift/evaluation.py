@@ -28,6 +28,17 @@ def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def generation_kwargs(tokenizer: PreTrainedTokenizerBase, max_new_tokens: int) -> dict:
+    """Decoding settings shared by the eval stages and `ift ask`/`ift chat`: greedy, stop at EOS."""
+    return {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": False,
+        "num_beams": 1,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
 @torch.inference_mode()
 def generate_answers(
     model: PreTrainedModel,
@@ -51,14 +62,7 @@ def generate_answers(
         for batch in batches:
             inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]},
                                    padding_side="left", return_tensors="pt").to(device)
-            output = model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
+            output = model.generate(**inputs, **generation_kwargs(tokenizer, max_new_tokens))
             new_tokens = output[:, inputs["input_ids"].shape[1]:]
             for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
                 answers[i] = text

@@ -60,3 +60,49 @@ def comparison_plot_rows(baseline: dict, tuned: dict) -> list[dict]:
     """Rows for the grouped bar plot declared in dvc.yaml (one bar per metric and model)."""
     return [{"metric": f"{key} ({name})", "value": round(float(metrics[key]), 6)}
             for key in PLOTTED for name, metrics in (("baseline", baseline), ("tuned", tuned))]
+
+
+def model_card(base: dict, data: dict, train_params: dict, seed: int, training: dict) -> str:
+    """models/tuned/README.md: what this model is, how it was made, how to use it."""
+    import yaml
+
+    base_name = base["name_or_path"]
+    revision = base.get("resolved_revision") or base.get("revision")
+    data_name = data.get("name") or data.get("path") or data["source"]
+    data_revision = data.get("resolved_revision")
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        *([f"base_model: {base_name}"] if base.get("resolved_revision") else []),
+        "tags: [instruction-finetuning, ift]",
+        "---",
+        "",
+        f"# {base_name}, instruction-finetuned",
+        "",
+        f"- Base model: `{base_name}`" + (f" at revision `{revision}`" if revision else ""),
+        f"- Data: `{data_name}`" + (f" at revision `{data_revision}`" if data_revision else "")
+        + f" ({data['counts']['train']} training / {data['counts']['test']} test rows)",
+        "- Prompt: the Alpaca template (see the project's README); the answer follows `### Response:`.",
+        f"- Training: {training['global_step']} optimizer steps, final mean training loss "
+        f"{training['train_loss']:.4f}; loss on the answer and EOS only.",
+        "- Evaluation metrics: `reports/tuned/metrics.json` of the pipeline run that produced it.",
+        "",
+        "## Training parameters",
+        "",
+        "```yaml",
+        yaml.safe_dump({"seed": seed, "train": train_params}, sort_keys=False).rstrip(),
+        "```",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        'tokenizer = AutoTokenizer.from_pretrained("models/tuned", padding_side="left")',
+        'model = AutoModelForCausalLM.from_pretrained("models/tuned")',
+        "```",
+        "",
+        "The tokenizer pads with its pad token (never EOS); the generation config carries the pad",
+        "and EOS ids, so generation stops at EOS. Or: `ift ask \"your question\"`.",
+    ]
+    return "\n".join(lines) + "\n"

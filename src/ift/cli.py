@@ -1,0 +1,101 @@
+"""The `ift` command: talk to a tuned model, verify the committed metrics, benchmark.
+
+    ift ask "What is the capital of France?" [--input TEXT] [--model DIR]
+    ift chat [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ift.errors import UserError, configure_logging, run_main
+
+DEFAULT_MODEL = Path("models/tuned")
+
+
+def _max_new_tokens_default() -> int:
+    """eval.max_new_tokens from params.yaml when there is one (the eval stages' setting)."""
+    from ift.config import PARAMS_FILE, EvalConfig, load_params
+
+    return load_params().eval.max_new_tokens if Path(PARAMS_FILE).exists() else EvalConfig().max_new_tokens
+
+
+class Assistant:
+    """A finetuned model answering single-turn instructions with the pipeline's template."""
+
+    def __init__(self, model_dir: Path, max_new_tokens: int):
+        from ift.hub import set_offline
+        from ift.modeling import load_model, load_tokenizer
+
+        if not (model_dir / "config.json").exists():
+            raise UserError(f"{model_dir}: no model there; run `dvc repro` first or pass --model DIR")
+        set_offline()
+        self.tokenizer = load_tokenizer(model_dir, padding_side="left")
+        self.model = load_model(model_dir).eval()
+        self.max_new_tokens = max_new_tokens
+
+    def answer(self, instruction: str, input: str | None = None, stream: bool = True) -> str:
+        """Generate (and print token by token, if `stream`) the answer; return it."""
+        import torch
+        from transformers import TextStreamer
+
+        from ift.evaluation import generation_kwargs
+        from ift.prompts import format_prompt
+
+        prompt = format_prompt(instruction, input)
+        inputs = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(self.model.device)
+        streamer = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, streamer=streamer,
+                                         **generation_kwargs(self.tokenizer, self.max_new_tokens))
+        return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def cmd_ask(args: argparse.Namespace) -> None:
+    Assistant(args.model, args.max_new_tokens or _max_new_tokens_default()).answer(args.question, args.input)
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    assistant = Assistant(args.model, args.max_new_tokens or _max_new_tokens_default())
+    print(f"Chatting with {args.model}. Each message is a new instruction (the template is "
+          "single-turn). Empty line, 'exit' or Ctrl-D to quit.", file=sys.stderr)
+    while True:
+        try:
+            message = input("you> ").strip()
+        except EOFError:
+            print(file=sys.stderr)
+            break
+        if message in ("", "exit", "quit"):
+            break
+        print("model> ", end="", flush=True)
+        assistant.answer(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ift", description="Instruction finetuning pipeline tools.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ask = commands.add_parser("ask", help="answer one question with the tuned model (streams tokens)")
+    ask.add_argument("question", help="the instruction or question")
+    ask.add_argument("--input", default=None, help="optional input/context for the instruction")
+    chat = commands.add_parser("chat", help="an interactive loop with the tuned model")
+    for sub in (ask, chat):
+        sub.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model directory (default: models/tuned)")
+        sub.add_argument("--max-new-tokens", type=int, default=None,
+                         help="default: eval.max_new_tokens from params.yaml")
+    ask.set_defaults(func=cmd_ask)
+    chat.set_defaults(func=cmd_chat)
+    return parser
+
+
+@run_main
+def main(argv: list[str] | None = None) -> None:
+    configure_logging()
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
