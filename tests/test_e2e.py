@@ -25,7 +25,9 @@ def project_files() -> list[str]:
 def run(cmd: list[str], cwd: Path) -> str:
     # The venv's bin first on PATH: dvc runs `python stages/...`, which must be this Python.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1"}
+           "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1",
+           # Any download attempt fails the test: everything must work offline.
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
@@ -72,3 +74,46 @@ def test_dvc_repro_builds_everything_then_does_nothing(repo_copy):
     second = run(["dvc", "repro"], repo_copy)
     assert "Running stage" not in second
     assert "Data and pipelines are up to date" in second
+
+
+def stages_run(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def test_ift_ask_answers_with_the_tuned_model(repo_copy):
+    out = run(["ift", "ask", "How many words are in the list?", "--input", "cat dog red"], repo_copy)
+    assert out.strip(), "ift ask printed nothing"
+
+
+def test_exp_run_reruns_only_what_depends_on_the_change(repo_copy):
+    eval_change = run(["dvc", "exp", "run", "-S", "eval.max_new_tokens=7"], repo_copy)
+    assert stages_run(eval_change) == {"baseline_eval", "tuned_eval"}
+    train_change = run(["dvc", "exp", "run", "-S", "train.max_steps=5"], repo_copy)
+    assert stages_run(train_change) == {"train", "tuned_eval"}
+
+
+def test_pythia_like_model_and_company_csv_end_to_end(repo_copy, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.test_pythia_like import save_pythia_like
+
+    model_dir = save_pythia_like(tmp_path / "pythia-like")
+    rows = ["Customer Question,Agent Answer"] + [
+        f'"How do I reset {{device_{i}}}? ### Response: é",Hold the {{button}} for {i} seconds.'
+        for i in range(30)]
+    csv = tmp_path / "company data.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode("utf-8") + b"\r\n")
+    run(["dvc", "exp", "run", "-S", "model=pythia-70m", "-S", f"model.name_or_path='{model_dir}'",
+         "-S", "data=local", "-S", f"data.path='{csv}'",
+         "-S", "data.fields.instruction='Customer Question'", "-S", "data.fields.input=null",
+         "-S", "data.fields.output='Agent Answer'"], repo_copy)
+
+    tuned = repo_copy / "models/tuned"
+    tokenizer = AutoTokenizer.from_pretrained(tuned)
+    model = AutoModelForCausalLM.from_pretrained(tuned)
+    assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+    hydrated = (repo_copy / "data/hydrated/train.jsonl").read_text(encoding="utf-8")
+    assert "{device_" in hydrated and "{button}" in hydrated and "### Response: é" in hydrated
+    metadata = json.loads((repo_copy / "models/base/metadata.json").read_text())
+    assert metadata["name_or_path"] == str(model_dir)

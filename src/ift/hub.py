@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from ift.errors import UserError, one_line
 
@@ -31,13 +32,18 @@ def hub_errors(kind: str, repo_id: str) -> Iterator[None]:
     except UserError:
         raise
     except Exception as exc:  # the Hub client raises many types (HTTP, offline, gated, ...)
+        from huggingface_hub import constants
         from huggingface_hub.errors import (
             GatedRepoError,
             RepositoryNotFoundError,
             RevisionNotFoundError,
         )
 
-        if isinstance(exc, GatedRepoError):
+        if constants.HF_HUB_OFFLINE:
+            reason = "not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading"
+        elif _is_connection_error(exc):
+            reason = "the Hub is unreachable: no network?"
+        elif isinstance(exc, GatedRepoError):
             reason = "the repo is gated: accept its terms on the Hub, then `hf auth login`"
         elif isinstance(exc, RevisionNotFoundError):
             reason = "that revision does not exist"
@@ -49,10 +55,28 @@ def hub_errors(kind: str, repo_id: str) -> Iterator[None]:
                         f"{OFFLINE_HINT}") from exc
 
 
+def _is_connection_error(exc: BaseException) -> bool:
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    while exc is not None:
+        if isinstance(exc, (ConnectionError, TimeoutError, LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            return True
+        if type(exc).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "NetworkError"):
+            return True  # httpx's, without importing it
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def resolve_revision(repo_id: str, repo_type: str, revision: str | None) -> str:
-    """The commit hash that `revision` (branch, tag or hash; None = main) points to now."""
-    from huggingface_hub import HfApi
+    """The commit hash that `revision` (branch, tag or hash; None = main) points to.
+
+    Asks the Hub; with HF_HUB_OFFLINE=1 it reads the local Hugging Face cache instead, so
+    a model or dataset downloaded before can be fetched without a network.
+    """
+    from huggingface_hub import HfApi, constants, snapshot_download
 
     with hub_errors(repo_type, repo_id):
-        info = HfApi().repo_info(repo_id, repo_type=repo_type, revision=revision)
-    return info.sha
+        if constants.HF_HUB_OFFLINE:
+            return Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision,
+                                          local_files_only=True)).name
+        return HfApi().repo_info(repo_id, repo_type=repo_type, revision=revision).sha

@@ -1,0 +1,102 @@
+"""Real-model code paths, offline: a Pythia-like model saved with save_pretrained stands in
+for the Hub (EOS `<|endoftext|>` id 0, `<|padding|>` in the vocabulary but no pad token set,
+no EOS appended by the tokenizer)."""
+
+import pytest
+
+from ift.config import ModelConfig, TrainConfig
+from ift.errors import UserError
+from ift.modeling import ADDED_PAD_TOKEN, PAD_TOKEN, fetch_base_model, load_model, load_tokenizer, save_model
+from ift.training import build_dataset, finetune
+from tests.conftest import TEXTS
+
+
+def save_pythia_like(directory, with_padding_entry=True):
+    """A GPT-NeoX + tokenizer shaped like Pythia's, saved like a Hub checkpoint."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|padding|>"] if with_padding_entry else ["<|endoftext|>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(TEXTS, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|endoftext|>",
+                                        eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    assert tokenizer.pad_token is None and tokenizer.eos_token_id == 0
+    config = GPTNeoXConfig(vocab_size=len(tokenizer) + 8, hidden_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
+                           bos_token_id=0, eos_token_id=0)
+    GPTNeoXForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_pythia_like_tokenizer_appends_no_eos(tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(save_pythia_like(tmp_path / "m"))
+    ids = tokenizer("Reverse the words")["input_ids"]
+    assert tokenizer.eos_token_id not in ids
+
+
+def test_fetch_local_dir_pads_with_padding_entry(tmp_path):
+    model, tokenizer, meta = fetch_base_model(ModelConfig(name_or_path=str(save_pythia_like(tmp_path / "m"))),
+                                              [], seed=0, work_dir=tmp_path / "work")
+    assert tokenizer.pad_token == PAD_TOKEN and tokenizer.pad_token_id == 1
+    assert tokenizer.eos_token_id == 0
+    assert model.generation_config.pad_token_id == 1 and model.generation_config.eos_token_id == 0
+    assert meta["local"] is True and meta["pad_token"] == PAD_TOKEN
+
+
+def test_tokenizer_without_padding_entry_gets_a_new_pad_token(tmp_path):
+    model, tokenizer, _ = fetch_base_model(
+        ModelConfig(name_or_path=str(save_pythia_like(tmp_path / "m", with_padding_entry=False))),
+        [], seed=0, work_dir=tmp_path / "work")
+    assert tokenizer.pad_token == ADDED_PAD_TOKEN != tokenizer.eos_token
+    assert model.get_input_embeddings().num_embeddings >= len(tokenizer)
+
+
+def test_tuned_pythia_like_model_keeps_pad_and_eos_rules(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tokenizer, _ = fetch_base_model(ModelConfig(name_or_path=str(save_pythia_like(tmp_path / "m"))),
+                                           [], seed=0, work_dir=tmp_path / "work")
+    save_model(model, tokenizer, tmp_path / "base")
+    tokenizer, model = load_tokenizer(tmp_path / "base"), load_model(tmp_path / "base")
+    rows = [{"input": "### Instruction:\nSay {hi}\n\n### Response:", "output": "{hi}"}] * 8
+    dataset, _ = build_dataset(rows, tokenizer, max_length=64, source="rows")
+    finetune(model, tokenizer, dataset, TrainConfig(max_steps=2, per_device_train_batch_size=4),
+             seed=0, work_dir=tmp_path / "work", reports_dir=tmp_path / "reports")
+    save_model(model, tokenizer, tmp_path / "tuned")
+
+    tuned_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tuned")
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "tuned")
+    assert tuned_tokenizer.pad_token == PAD_TOKEN != tuned_tokenizer.eos_token
+    assert tuned.generation_config.pad_token_id == tuned_tokenizer.pad_token_id
+    assert tuned.generation_config.eos_token_id == tuned_tokenizer.eos_token_id == 0
+    assert (tmp_path / "tuned" / "model.safetensors").exists()
+    assert not list((tmp_path / "tuned").glob("*.bin"))
+
+
+def test_pickle_only_checkpoint_is_refused(tmp_path):
+    """Weights load from safetensors only: a directory with just pytorch_model.bin fails."""
+    import torch
+    from safetensors.torch import load_file
+
+    directory = save_pythia_like(tmp_path / "m")
+    torch.save(load_file(directory / "model.safetensors"), directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(UserError):
+        fetch_base_model(ModelConfig(name_or_path=str(directory)), [], seed=0, work_dir=tmp_path / "w")
+
+
+def test_unreachable_hub_id_is_one_clear_line(tmp_path):
+    with pytest.raises(UserError) as info:
+        fetch_base_model(ModelConfig(name_or_path="EleutherAI/pythia-70m", revision="main"),
+                         [], seed=0, work_dir=tmp_path / "work")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "EleutherAI/pythia-70m" in message and "model=tiny data=demo" in message
