@@ -2,7 +2,8 @@
 
     python stages/fetch.py data/raw models/base
 
-Reads params: seed, model, data. The only stage that may use the network.
+Reads params: seed, model, data, and train.max_length (to refuse data whose examples are
+all too long now, before any stage succeeds). The only stage that may use the network.
 """
 
 import argparse
@@ -11,10 +12,12 @@ import shutil
 from pathlib import Path
 
 from ift.config import load_params
-from ift.data import load_splits
+from ift.data import load_splits, require_usable
 from ift.errors import configure_logging, run_main
 from ift.io import atomic_dir, write_json, write_jsonl
 from ift.modeling import fetch_base_model, save_model
+from ift.prompts import hydrate
+from ift.training import encode_rows
 
 log = logging.getLogger("ift.fetch")
 WORK_DIR = Path(".checkpoints/fetch")  # the trainer's scratch dir while pretraining model=tiny
@@ -29,8 +32,12 @@ def main() -> None:
     params = load_params()
 
     splits, data_meta = load_splits(params.data, params.seed)
-    model, tokenizer, model_meta = fetch_base_model(params.model, splits["train"], params.seed, WORK_DIR)
+    # Refuse unusable data here, in the first stage, so that a bad input leaves dvc.lock as it was.
+    usable = {name: require_usable(records, f"{data_meta.get('path') or data_meta.get('name')} [{name}]")
+              for name, records in splits.items()}
+    model, tokenizer, model_meta = fetch_base_model(params.model, usable["train"], params.seed, WORK_DIR)
     shutil.rmtree(WORK_DIR, ignore_errors=True)
+    encode_rows([hydrate(r) for r in usable["train"]], tokenizer, params.train.max_length, "the training split")
 
     # Both outputs appear together, or neither: a failure leaves the previous ones in place.
     with atomic_dir(args.data_dir) as data_tmp, atomic_dir(args.model_dir) as model_tmp:

@@ -10,8 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from ift.data import drop_unusable, token_length_stats
-from ift.errors import UserError, configure_logging, run_main
+from ift.data import drop_unusable, require_usable, token_length_stats
+from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_jsonl, write_json, write_jsonl
 from ift.modeling import load_tokenizer
@@ -35,10 +35,7 @@ def main() -> None:
         for split in ("train", "test"):
             records = read_jsonl(args.raw_dir / f"{split}.jsonl")
             kept, dropped = drop_unusable(records)
-            if not kept:
-                raise UserError(f"{args.raw_dir / split}.jsonl: none of {len(records)} rows is usable "
-                                f"(dropped: {dropped}); check data.fields.output and data.fields.instruction")
-            rows = [hydrate(record) for record in kept]
+            rows = [hydrate(record) for record in require_usable(kept, f"{args.raw_dir / split}.jsonl")]
             write_jsonl(tmp / f"{split}.jsonl", rows)
             stats[split] = {"rows_in": len(records), "rows_out": len(rows), "dropped": dropped,
                             "tokens": token_length_stats(rows, tokenizer)}

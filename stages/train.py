@@ -19,10 +19,12 @@ from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_text
 from ift.modeling import load_model, load_tokenizer, save_model
 from ift.report import model_card
-from ift.training import build_dataset, finetune
+from ift.training import build_dataset, finetune, run_key
 
 log = logging.getLogger("ift.train")
-WORK_DIR = Path(".checkpoints/train")
+# Checkpoints live outside DVC's outputs (so the run cache still works), keyed by the
+# stage's inputs: a rerun with the same inputs resumes, a changed input starts afresh.
+CHECKPOINTS = Path(".checkpoints")
 
 
 @run_main
@@ -44,13 +46,14 @@ def main() -> None:
     log.info("training on %d examples (%d tokens, %d of them answer tokens)",
              stats["examples"], stats["tokens"], stats["answer_tokens"])
 
+    work_dir = CHECKPOINTS / f"train-{run_key(params.seed, params.train, [args.base_dir, args.train_file])}"
     with atomic_dir(args.reports_dir) as reports_tmp, atomic_dir(args.out_dir) as model_tmp:
-        result = finetune(model, tokenizer, dataset, params.train, params.seed, WORK_DIR, reports_tmp)
+        result = finetune(model, tokenizer, dataset, params.train, params.seed, work_dir, reports_tmp)
         save_model(model, tokenizer, model_tmp)
         card = model_card(read_json(args.base_dir / "metadata.json"), read_json(args.data_meta),
                           as_dict(params.train), params.seed, result)
         write_text(model_tmp / "README.md", card)
-    shutil.rmtree(WORK_DIR, ignore_errors=True)
+    shutil.rmtree(work_dir, ignore_errors=True)  # the run finished: its checkpoints are not needed
     log.info("trained %d steps, mean training loss %.4f", result["global_step"], result["train_loss"])
 
 

@@ -1,8 +1,14 @@
 """Shared fixtures: a tiny tokenizer and model built offline (no Hub access, ever)."""
 
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -30,3 +36,36 @@ def tiny_model(tiny_tokenizer):
     arch = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                            intermediate_size=64, max_position_embeddings=256)
     return build_tiny_model(arch, tiny_tokenizer, seed=0)
+
+
+def project_files() -> list[str]:
+    """Tracked files plus new, not ignored ones: the working tree as a fresh clone would have it."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
+
+
+def copy_repo(dest: Path) -> Path:
+    """A copy of the project in `dest`, committed in a git repo of its own (DVC and dvclive need one)."""
+    for name in project_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True)
+    return dest
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> str | subprocess.CompletedProcess:
+    """Run a command the way a user would in the project; return its output (or the process)."""
+    # The venv's bin first on PATH: dvc runs `python stages/...`, which must be this Python.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1",
+           # Any download attempt fails the test: everything must work offline.
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("IFT_DEBUG", None)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if not check:
+        return result
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr

@@ -1,48 +1,19 @@
 """End to end: copy the repository to a temporary directory and run `dvc repro` there."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ift.evaluation import METRIC_KEYS
+from tests.conftest import copy_repo, run
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
-
-
-def project_files() -> list[str]:
-    """Tracked files plus new, not ignored ones: the working tree as a fresh clone would have it."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    # The venv's bin first on PATH: dvc runs `python stages/...`, which must be this Python.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1",
-           # Any download attempt fails the test: everything must work offline.
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory) -> Path:
-    copy = tmp_path_factory.mktemp("repo")
-    for name in project_files():
-        (copy / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, copy / name)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=copy, check=True)
-    return copy
+    return copy_repo(tmp_path_factory.mktemp("repo"))
 
 
 def test_dvc_repro_builds_everything_then_does_nothing(repo_copy):

@@ -2,6 +2,7 @@
 
     ift ask "What is the capital of France?" [--input TEXT] [--model DIR]
     ift chat [--model DIR]
+    ift verify [--tolerance X]
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ def cmd_chat(args: argparse.Namespace) -> None:
         assistant.answer(message)
 
 
+def cmd_verify(args: argparse.Namespace) -> None:
+    from ift.verify import verify
+
+    if not verify(Path.cwd(), args.tolerance, args.keep):
+        sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ift", description="Instruction finetuning pipeline tools.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -87,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="default: eval.max_new_tokens from params.yaml")
     ask.set_defaults(func=cmd_ask)
     chat.set_defaults(func=cmd_chat)
+
+    from ift.verify import DEFAULT_TOLERANCE
+
+    verify = commands.add_parser(
+        "verify", help="rebuild the committed pipeline from scratch and compare with the committed metrics")
+    verify.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help=f"largest absolute difference accepted per metric (default {DEFAULT_TOLERANCE:g}; "
+                             "see the README for other machines)")
+    verify.add_argument("--keep", action="store_true", help="keep the temporary rebuild for inspection")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -98,6 +98,7 @@ class TrainConfig:
     completion_only_loss: bool = True  # loss on the answer (and EOS) only
     bf16: bool | None = None  # None: bf16 autocast where the CPU/GPU has native support
     logging_steps: int = 10
+    save_steps: int = 100  # checkpoint every N steps, to resume a killed run; 0: never
 
 
 @dataclass
@@ -117,7 +118,7 @@ class Params:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def _check_ranges(params: Params) -> None:
+def _check_ranges(params: Params, source: str) -> None:
     """Range checks the type system cannot express; each names the key and a valid range."""
     t, d, e = params.train, params.data, params.eval
     checks = [
@@ -132,6 +133,7 @@ def _check_ranges(params: Params) -> None:
         (t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0"),
         (t.max_length >= 2, "train.max_length", t.max_length, "must be >= 2"),
         (t.logging_steps >= 1, "train.logging_steps", t.logging_steps, "must be >= 1"),
+        (t.save_steps >= 0, "train.save_steps", t.save_steps, "must be >= 0 (0 turns checkpoints off)"),
         (0 < d.test_size < 1, "data.test_size", d.test_size, "must be between 0 and 1, e.g. 0.1"),
         (d.limit is None or d.limit >= 1, "data.limit", d.limit, "must be >= 1 or null"),
         (d.source in DATA_SOURCES, "data.source", d.source, f"must be one of {', '.join(DATA_SOURCES)}"),
@@ -142,17 +144,17 @@ def _check_ranges(params: Params) -> None:
     ]
     for ok, key, value, rule in checks:
         if not ok:
-            raise UserError(f"{PARAMS_FILE}: {key}={value} {rule}; fix it with "
+            raise UserError(f"{source}: {key}={value} {rule}; fix it with "
                             f"`python -m ift.config {key}=...` or `dvc exp run -S {key}=...`")
     if params.data.source == "hub" and not params.data.name:
-        raise UserError(f"{PARAMS_FILE}: data.source=hub needs data.name (a Hub dataset id)")
+        raise UserError(f"{source}: data.source=hub needs data.name (a Hub dataset id)")
     if params.data.source == "local" and not params.data.path:
-        raise UserError(f"{PARAMS_FILE}: data.source=local needs data.path, e.g. "
+        raise UserError(f"{source}: data.source=local needs data.path, e.g. "
                         "`-S data=local -S data.path=my_data.csv`")
     if params.data.source == "demo" and params.data.demo is None:
-        raise UserError(f"{PARAMS_FILE}: data.source=demo needs data.demo.num_examples")
+        raise UserError(f"{source}: data.source=demo needs data.demo.num_examples")
     if params.model.name_or_path == "tiny" and params.model.tiny is None:
-        raise UserError(f"{PARAMS_FILE}: model.name_or_path=tiny needs the model.tiny section "
+        raise UserError(f"{source}: model.name_or_path=tiny needs the model.tiny section "
                         "(select it with model=tiny)")
 
 
@@ -165,7 +167,7 @@ def validate(config: DictConfig | dict, source: str = PARAMS_FILE) -> Params:
         key = getattr(exc, "full_key", None) or "?"
         reason = one_line(str(exc).split("\n")[0])
         raise UserError(f"{source}: bad value for key '{key}': {reason}") from exc
-    _check_ranges(params)
+    _check_ranges(params, source)
     return params
 
 
@@ -198,8 +200,8 @@ def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: str | Path 
             cfg = hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(f"cannot compose {config_dir.name}/ with {list(overrides)}: "
-                        f"{one_line(str(exc))}") from exc
+        reason = one_line(str(exc).split("Config search path")[0])  # the search path is noise here
+        raise UserError(f"cannot compose {config_dir.name}/ with {list(overrides)}: {reason}") from exc
     return cfg
 
 

@@ -202,13 +202,16 @@ def _text(row: SourceRow, column: str, key: str, required: bool) -> str:
 def to_records(rows: Iterable[SourceRow], fields: FieldsConfig) -> list[dict[str, str]]:
     """Map source columns to {instruction, input, output}; refuse non-text values."""
     rows = list(rows)
-    if rows:  # a missing column is reported once, with the columns that do exist
-        columns = rows[0].values
+    if rows:  # a column found in no row is reported once, with the columns that do exist
+        columns: dict[str, None] = {}
+        for row in rows:
+            columns.update(dict.fromkeys(row.values))
+        source = rows[0].where.rsplit(" ", 2)[0]
         for key, column in (("instruction", fields.instruction), ("output", fields.output),
                             ("input", fields.input)):
             if column is not None and column not in columns:
                 raise UserError(
-                    f"{rows[0].where.rsplit(' ', 2)[0]}: no column '{column}' for data.fields.{key}; "
+                    f"{source}: no column '{column}' for data.fields.{key}; "
                     f"columns found: {', '.join(map(str, columns))}; set data.fields.{key}=<column>"
                     + (" (or data.fields.input=null if there is no input column)" if key == "input" else ""))
     return [
@@ -273,6 +276,15 @@ def drop_unusable(records: list[dict[str, str]]) -> tuple[list[dict[str, str]], 
         else:
             kept.append(record)
     return kept, dropped
+
+
+def require_usable(records: list[dict[str, str]], where: str) -> list[dict[str, str]]:
+    """The usable records; a UserError if there are none (checked in fetch, before any stage succeeds)."""
+    kept, dropped = drop_unusable(records)
+    if not kept:
+        raise UserError(f"{where}: none of {len(records)} rows is usable (dropped: {dropped}); "
+                        "check data.fields.output and data.fields.instruction")
+    return kept
 
 
 def _percentiles(values: list[int]) -> dict[str, int]:

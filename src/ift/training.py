@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,24 +26,34 @@ TIMING_LOG_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per
                    "total_flos")
 
 
+def encode_rows(
+    rows: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase, max_length: int, source: str
+) -> tuple[list[dict[str, list[int]]], int]:
+    """Encode hydrated rows; return (those within max_length tokens, how many were longer).
+
+    Raises a UserError when every row is too long, naming the longest and what to change.
+    """
+    encoded, lengths = [], []
+    for row in rows:
+        example = encode_example(row["input"], row["output"], tokenizer)
+        lengths.append(len(example["input_ids"]))
+        if lengths[-1] <= max_length:
+            encoded.append(example)
+    if rows and not encoded:
+        raise UserError(
+            f"{source}: all {len(rows)} examples are longer than train.max_length={max_length} tokens "
+            f"(shortest: {min(lengths)}, longest: {max(lengths)}); raise train.max_length to at least "
+            f"{min(lengths)} or shorten the data")
+    return encoded, len(rows) - len(encoded)
+
+
 def build_dataset(
     rows: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase, max_length: int, source: str
 ) -> tuple[Dataset, dict[str, int]]:
     """Tokenize hydrated rows; drop (and count) those longer than max_length."""
     from datasets import Dataset
 
-    encoded, too_long = [], 0
-    for row in rows:
-        example = encode_example(row["input"], row["output"], tokenizer)
-        if len(example["input_ids"]) > max_length:
-            too_long += 1
-            continue
-        encoded.append(example)
-    if not encoded:
-        longest = max(len(encode_example(r["input"], r["output"], tokenizer)["input_ids"]) for r in rows) if rows else 0
-        raise UserError(
-            f"{source}: all {len(rows)} examples are longer than train.max_length={max_length} tokens "
-            f"(longest: {longest}); raise train.max_length or shorten the data")
+    encoded, too_long = encode_rows(rows, tokenizer, max_length, source)
     if too_long:
         log.warning("%s: dropped %d of %d examples longer than train.max_length=%d tokens",
                     source, too_long, len(rows), max_length)
@@ -79,14 +93,16 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
         # (TRL turns it on by default).
         activation_checkpointing=False,
         logging_steps=cfg.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=cfg.save_steps or 500,  # (unused when save_strategy="no")
+        save_total_limit=2,  # the last complete checkpoint survives a kill during the next save
         report_to="none",
         disable_tqdm=False,
         dataloader_num_workers=0,
     )
 
 
-def dvclive_callback(reports_dir: Path) -> Any:
+def dvclive_callback(live_dir: Path, resume: bool = False) -> Any:
     """The transformers DVCLive callback, logging at the trainer's step, without timings.
 
     Timings (train_runtime, samples/s) differ from run to run, so they would make the
@@ -106,7 +122,7 @@ def dvclive_callback(reports_dir: Path) -> Any:
             super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
     return ReproducibleDVCLiveCallback(
-        live=Live(str(reports_dir), dvcyaml=False, save_dvc_exp=False, report=None))
+        live=Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume))
 
 
 def run_sft(
@@ -117,11 +133,17 @@ def run_sft(
     seed: int,
     work_dir: Path,
     callbacks: list | None = None,
+    resume_from: Path | None = None,
 ) -> dict[str, float]:
     """Train `model` in place with TRL's SFTTrainer; return the final loss and step count."""
+    import torch
     from transformers import set_seed
     from trl import SFTTrainer
 
+    # Same inputs, same machine -> same weights: seeds everywhere, and deterministic
+    # kernels wherever torch has them (warn_only: some GPU ops have none).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
     set_seed(seed)
     trainer = SFTTrainer(
         model=model,
@@ -130,8 +152,44 @@ def run_sft(
         processing_class=tokenizer,
         callbacks=callbacks or [],
     )
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return {"train_loss": result.training_loss, "global_step": result.global_step}
+
+
+def run_key(seed: int, cfg: TrainConfig, inputs: list[Path]) -> str:
+    """A short hash of everything the train stage's result depends on (params and input files)."""
+    digest = hashlib.sha256(json.dumps({"seed": seed, "train": vars(cfg)}, sort_keys=True, default=str).encode())
+    for root in inputs:
+        for path in sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()):
+            digest.update(str(path.relative_to(root.parent)).encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def last_complete_checkpoint(work_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` that was completely written (None if there is none).
+
+    The Trainer writes trainer_state.json last, so a checkpoint whose state file parses
+    holds everything (weights, optimizer, scheduler, RNG states).
+    """
+    checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for checkpoint in checkpoints:
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())
+            return checkpoint
+        except (OSError, ValueError):
+            log.warning("ignoring incomplete checkpoint %s", checkpoint)
+    return None
+
+
+def _truncate_curves(live_dir: Path, step: int) -> None:
+    """Drop dvclive rows logged after `step` (the run died after its last checkpoint)."""
+    for tsv in (live_dir / "plots").rglob("*.tsv"):
+        header, *rows = tsv.read_text().splitlines()
+        kept = [row for row in rows if int(float(row.split("\t")[0])) <= step]
+        tsv.write_text("\n".join([header, *kept]) + "\n")
 
 
 def finetune(
@@ -143,9 +201,26 @@ def finetune(
     work_dir: Path,
     reports_dir: Path,
 ) -> dict[str, float]:
-    """Instruction finetuning, with training metrics and curves logged to `reports_dir`."""
-    return run_sft(model, tokenizer, train_dataset, cfg, seed, work_dir,
-                   callbacks=[dvclive_callback(reports_dir)])
+    """Instruction finetuning; training metrics and curves (dvclive) end up in `reports_dir`.
+
+    Checkpoints go to `work_dir` every `cfg.save_steps` steps. If `work_dir` holds a
+    complete checkpoint (a killed run with the same inputs), training resumes from it.
+    """
+    live_dir = work_dir / "dvclive"
+    checkpoint = last_complete_checkpoint(work_dir) if work_dir.exists() else None
+    if checkpoint is not None:
+        step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        log.info("resuming from checkpoint %s (step %d) of an interrupted run with the same inputs",
+                 checkpoint, step)
+        if live_dir.exists():
+            _truncate_curves(live_dir, step)
+    result = run_sft(model, tokenizer, train_dataset, cfg, seed, work_dir,
+                     callbacks=[dvclive_callback(live_dir, resume=checkpoint is not None and live_dir.exists())],
+                     resume_from=checkpoint)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(live_dir / "metrics.json", reports_dir / "metrics.json")
+    shutil.copytree(live_dir / "plots", reports_dir / "plots", dirs_exist_ok=True)
+    return result
 
 
 def pretrain(
@@ -170,5 +245,6 @@ def pretrain(
         lr_scheduler_type="cosine",
         completion_only_loss=False,
         logging_steps=max(arch.pretrain_steps // 5, 1),
+        save_steps=0,  # part of fetch, which is short: no checkpoints
     )
     return run_sft(model, tokenizer, dataset, cfg, seed, work_dir)
