@@ -54,7 +54,7 @@ def main() -> None:
                           as_dict(params.train), params.seed, result)
         write_text(model_tmp / "README.md", card)
     shutil.rmtree(work_dir, ignore_errors=True)  # the run finished: its checkpoints are not needed
-    log.info("trained %d steps, mean training loss %.4f", result["global_step"], result["train_loss"])
+    log.info("trained %d steps, last logged training loss %.4f", result["global_step"], result["final_loss"])
 
 
 if __name__ == "__main__":

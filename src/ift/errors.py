@@ -25,7 +25,7 @@ def debug_enabled() -> bool:
 def configure_logging() -> None:
     """INFO from our code; only warnings from chatty libraries (absl prints at INFO)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("absl", "httpx", "datasets", "urllib3"):
+    for name in ("absl", "httpx", "datasets", "urllib3", "accelerate"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

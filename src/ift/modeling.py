@@ -216,7 +216,7 @@ def fetch_base_model(
         meta = {"name_or_path": TINY_NAME, "built_from": "ift.modeling.build_tiny_model",
                 "architecture": as_dict(arch),
                 "pretraining": {"corpus": "ift.demo.pretraining_corpus", "documents": len(documents),
-                                "steps": result["global_step"], "final_loss": result["train_loss"]}}
+                                "steps": result["global_step"], "final_loss": result["final_loss"]}}
     else:
         tokenizer, model, meta = load_pretrained(cfg)
     ensure_pad_token(tokenizer, model)

@@ -84,8 +84,8 @@ def model_card(base: dict, data: dict, train_params: dict, seed: int, training: 
         f"- Data: `{data_name}`" + (f" at revision `{data_revision}`" if data_revision else "")
         + f" ({data['counts']['train']} training / {data['counts']['test']} test rows)",
         "- Prompt: the Alpaca template (see the project's README); the answer follows `### Response:`.",
-        f"- Training: {training['global_step']} optimizer steps, final mean training loss "
-        f"{training['train_loss']:.4f}; loss on the answer and EOS only.",
+        f"- Training: {training['global_step']} optimizer steps, last logged training loss "
+        f"{training['final_loss']:.4f}; loss on the answer and EOS only.",
         "- Evaluation metrics: `reports/tuned/metrics.json` of the pipeline run that produced it.",
         "",
         "## Training parameters",

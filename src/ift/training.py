@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Trainer logs these at the end of a run; they are timings, not reproducible metrics.
-TIMING_LOG_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second",
-                   "total_flos")
+# Logged values that a rerun would not reproduce: timings; train_loss, the mean over the
+# steps this process ran (after a resume, not the whole run); TRL's num_tokens counter,
+# which restarts at zero on resume (it is not part of a checkpoint).
+UNREPRODUCIBLE_LOG_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second",
+                           "total_flos", "train_loss", "num_tokens")
 
 
 def encode_rows(
@@ -105,9 +107,9 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
 def dvclive_callback(live_dir: Path, resume: bool = False) -> Any:
     """The transformers DVCLive callback, logging at the trainer's step, without timings.
 
-    Timings (train_runtime, samples/s) differ from run to run, so they would make the
-    committed training metrics unreproducible; TrainingArguments are not logged because
-    params.yaml already records our settings.
+    Timings (train_runtime, samples/s) differ from run to run and train_loss depends on
+    where a run was resumed, so they would make the committed training metrics
+    unreproducible; TrainingArguments are not logged because params.yaml records our settings.
     """
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
@@ -117,7 +119,7 @@ def dvclive_callback(live_dir: Path, resume: bool = False) -> Any:
             self._initialized = True
 
         def on_log(self, args, state, control, model=None, logs=None, **kwargs):
-            logs = {k: v for k, v in (logs or {}).items() if k not in TIMING_LOG_KEYS}
+            logs = {k: v for k, v in (logs or {}).items() if k not in UNREPRODUCIBLE_LOG_KEYS}
             self.live.step = state.global_step
             super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
@@ -135,15 +137,18 @@ def run_sft(
     callbacks: list | None = None,
     resume_from: Path | None = None,
 ) -> dict[str, float]:
-    """Train `model` in place with TRL's SFTTrainer; return the final loss and step count."""
+    """Train `model` in place with TRL's SFTTrainer; return the last logged loss and step count."""
     import torch
     from transformers import set_seed
     from trl import SFTTrainer
 
-    # Same inputs, same machine -> same weights: seeds everywhere, and deterministic
-    # kernels wherever torch has them (warn_only: some GPU ops have none).
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # Same inputs, same machine -> same weights: seeds everywhere, and on GPUs deterministic
+    # kernels wherever torch has them (warn_only: some ops have none). Not on CPU: the CPU
+    # kernels used here are deterministic already (two runs give byte-identical weights
+    # with or without the switch), and the switch made the default train stage 40% slower.
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     set_seed(seed)
     trainer = SFTTrainer(
         model=model,
@@ -152,8 +157,25 @@ def run_sft(
         processing_class=tokenizer,
         callbacks=callbacks or [],
     )
+    if resume_from is not None:
+        _restore_weights(model, resume_from)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    return {"train_loss": result.training_loss, "global_step": result.global_step}
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {"final_loss": losses[-1] if losses else float("nan"), "global_step": result.global_step}
+
+
+def _restore_weights(model: PreTrainedModel, checkpoint: Path) -> None:
+    """Load a checkpoint's weights into `model`, through from_pretrained's key mapping.
+
+    transformers 5 saves GPT-NeoX's `lm_head.weight` as `embed_out.weight`, and the
+    Trainer's own resume (a non-strict load_state_dict) silently skips it, so a resumed run
+    would continue with the base model's output layer. from_pretrained maps the names.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dtype = next(model.parameters()).dtype
+    restored = AutoModelForCausalLM.from_pretrained(str(checkpoint), use_safetensors=True, dtype=dtype)
+    model.load_state_dict(restored.state_dict(), strict=True)  # strict: every weight, or an error
 
 
 def run_key(seed: int, cfg: TrainConfig, inputs: list[Path]) -> str:

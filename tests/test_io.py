@@ -1,0 +1,33 @@
+import json
+
+import pytest
+
+from ift.io import atomic_dir, read_jsonl, write_json, write_jsonl
+
+
+def test_atomic_dir_keeps_the_old_tree_when_the_block_fails(tmp_path):
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("half-written")
+        raise RuntimeError("crash")
+    assert (target / "a.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left behind
+
+
+def test_atomic_dir_replaces_and_sweeps_leftovers_of_killed_runs(tmp_path):
+    target = tmp_path / "out"
+    (tmp_path / ".out.abc123.tmp").mkdir()  # what a SIGKILL leaves behind
+    with atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (target / "b.txt").read_text() == "new"
+
+
+def test_write_json_and_jsonl_roundtrip(tmp_path):
+    rows = [{"input": "{braces} é", "output": "日本"}, {"input": "", "output": "x"}]
+    assert write_jsonl(tmp_path / "d.jsonl", rows) == 2
+    assert read_jsonl(tmp_path / "d.jsonl") == rows
+    write_json(tmp_path / "m.json", {"a": 1})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
