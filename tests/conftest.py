@@ -56,15 +56,20 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> str | subprocess.CompletedProcess:
-    """Run a command the way a user would in the project; return its output (or the process)."""
+def user_env() -> dict[str, str]:
+    """The environment of a user in the project's venv, offline."""
     # The venv's bin first on PATH: dvc runs `python stages/...`, which must be this Python.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1",
            # Any download attempt fails the test: everything must work offline.
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("IFT_DEBUG", None)
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> str | subprocess.CompletedProcess:
+    """Run a command the way a user would in the project; return its output (or the process)."""
+    result = subprocess.run(cmd, cwd=cwd, env=user_env(), capture_output=True, text=True)
     if not check:
         return result
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

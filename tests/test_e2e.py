@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ift.evaluation import METRIC_KEYS
-from tests.conftest import copy_repo, run
+from tests.conftest import copy_repo, run, user_env
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +45,36 @@ def test_dvc_repro_builds_everything_then_does_nothing(repo_copy):
     second = run(["dvc", "repro"], repo_copy)
     assert "Running stage" not in second
     assert "Data and pipelines are up to date" in second
+
+
+def test_train_killed_after_a_checkpoint_resumes_to_the_same_model(repo_copy):
+    """SIGKILL the train stage after its first checkpoint; the next `dvc repro` resumes and
+    finishes with the same weights as the uninterrupted run."""
+    import hashlib
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    weights = repo_copy / "models/tuned/model.safetensors"
+    uninterrupted = hashlib.md5(weights.read_bytes()).hexdigest()
+    dvc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", "train"], cwd=repo_copy, env=user_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(repo_copy.glob(".checkpoints/train-*/checkpoint-100/trainer_state.json")):
+        assert dvc.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+    for child in psutil.Process(dvc.pid).children(recursive=True):
+        if "stages/train.py" in " ".join(child.cmdline()):
+            child.send_signal(signal.SIGKILL)  # as a power loss would: no cleanup at all
+    assert dvc.wait(timeout=60) != 0
+
+    resumed = run(["dvc", "repro"], repo_copy)
+    assert "resuming from checkpoint" in resumed and "(step 100)" in resumed
+    assert hashlib.md5(weights.read_bytes()).hexdigest() == uninterrupted
+    assert not list(repo_copy.glob(".checkpoints/train-*"))  # finished runs clean up
+    assert not list(repo_copy.glob("models/.tuned.*.tmp"))
 
 
 def stages_run(output: str) -> set[str]:
