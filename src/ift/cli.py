@@ -3,6 +3,7 @@
     ift ask "What is the capital of France?" [--input TEXT] [--model DIR]
     ift chat [--model DIR]
     ift verify [--tolerance X]
+    ift bench [--out DIR]
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def cmd_verify(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from ift.bench import markdown, run
+
+    print(markdown(run(Path.cwd(), args.out)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ift", description="Instruction finetuning pipeline tools.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -105,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "see the README for other machines)")
     verify.add_argument("--keep", action="store_true", help="keep the temporary rebuild for inspection")
     verify.set_defaults(func=cmd_verify)
+
+    bench = commands.add_parser("bench", help="benchmark against the tutorial's way and this machine's peak "
+                                "(writes reports/bench.json and reports/bench.md; several minutes)")
+    bench.add_argument("--out", type=Path, default=Path("reports"), help="directory for bench.json/bench.md")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

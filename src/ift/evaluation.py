@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from ift.modeling import encode_example
+from ift.modeling import IGNORE_INDEX, encode_example
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-IGNORE_INDEX = -100  # label value that cross-entropy skips
 METRIC_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", "answer_loss",
                "answer_perplexity", "n_examples")
 

@@ -24,6 +24,7 @@ PAD_TOKEN = "<|padding|>"
 # Added only when a tokenizer has no padding entry of its own (never EOS: see ensure_pad_token).
 ADDED_PAD_TOKEN = "<|pad|>"
 TINY_NAME = "tiny"
+IGNORE_INDEX = -100  # the label value cross-entropy skips: prompt tokens and padding
 
 
 def is_tiny(name_or_path: str) -> bool:

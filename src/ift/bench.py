@@ -1,0 +1,356 @@
+"""`ift bench`: the pipeline's speed against the classic tutorial's way and the machine's limit.
+
+Everything is measured side by side in one run on this machine (ratios are what count on a
+shared, noisy machine) and written to reports/bench.json and reports/bench.md:
+
+1. pipeline: the committed default pipeline rebuilt from scratch in a temporary copy (per
+   stage wall time and peak memory), then a `dvc repro` with nothing to do;
+2. eval: the eval stage's batched generation against a faithful re-creation of the
+   tutorial's loop, on the tuned tiny model from (1) and on a model with pythia-70m's exact
+   shape (random weights: the Hub is unreachable here);
+3. train: tokens/s and model FLOP utilisation of our train step on the pythia-70m shape,
+   against the matrix-multiply peak measured in the same run; padding waste.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ift.config import TrainConfig, load_params
+from ift.errors import UserError
+
+# EleutherAI/pythia-70m's shape (config.json of the Hub repo), for weights we cannot download here.
+PYTHIA_70M_SHAPE = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+                        intermediate_size=2048, max_position_embeddings=2048, rotary_pct=0.25)
+STAGES = ("fetch", "hydrate", "baseline_eval", "train", "tuned_eval")
+
+
+# --- the tutorial's way ----------------------------------------------------------------------
+
+
+def tutorial_inference(text: str, model, tokenizer, max_input_tokens: int = 1000, max_output_tokens: int = 100) -> str:
+    """The classic tutorial's `inference`, faithfully: one example, no attention mask,
+    `max_length` (which counts the prompt), and the prompt cut off by characters."""
+    input_ids = tokenizer.encode(text, return_tensors="pt", truncation=True, max_length=max_input_tokens)
+    device = model.device
+    generated_tokens_with_prompt = model.generate(input_ids=input_ids.to(device), max_length=max_output_tokens)
+    generated_text_with_prompt = tokenizer.batch_decode(generated_tokens_with_prompt, skip_special_tokens=True)
+    generated_text_answer = generated_text_with_prompt[0][len(text):]
+    return generated_text_answer
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of a size x size matrix multiply in `dtype` (the machine's practical peak)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = max(best, 2 * size**3 * 10 / (time.perf_counter() - start))
+    return best
+
+
+def _first_tokens_agree(ours: str, theirs: str, tokenizer) -> bool:
+    """Greedy decoding: where both generated, the first tokens must be the same."""
+    a = tokenizer(ours.strip(), add_special_tokens=False)["input_ids"]
+    b = tokenizer(theirs.strip(), add_special_tokens=False)["input_ids"]
+    k = min(len(a), len(b))
+    return a[:k] == b[:k]
+
+
+def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> dict[str, Any]:
+    """Examples/s of our batched generation and of the tutorial's loop, on the same prompts."""
+    from ift.evaluation import generate_answers
+
+    generate_answers(model, tokenizer, prompts[:batch_size], max_new_tokens, batch_size, desc="warm-up")
+    start = time.perf_counter()
+    ours = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, desc="ours")
+    ours_seconds = time.perf_counter() - start
+
+    tokenizer.padding_side = "right"  # the tutorial never set it; it does not pad anyway
+    start = time.perf_counter()
+    with torch.inference_mode():
+        theirs = [tutorial_inference(p, model, tokenizer) for p in prompts]
+    tutorial_seconds = time.perf_counter() - start
+    tokenizer.padding_side = "left"
+
+    def gen_tokens(texts: list[str]) -> float:
+        return statistics.mean(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+    return {
+        "examples": len(prompts),
+        "ours_examples_per_second": len(prompts) / ours_seconds,
+        "tutorial_examples_per_second": len(prompts) / tutorial_seconds,
+        "speedup": tutorial_seconds / ours_seconds,
+        "first_tokens_agree": statistics.mean(_first_tokens_agree(a, b, tokenizer) for a, b in zip(ours, theirs)),
+        "identical_answers": statistics.mean(a.strip() == b.strip() for a, b in zip(ours, theirs)),
+        "ours_mean_generated_tokens": gen_tokens(ours),
+        "tutorial_mean_generated_tokens": gen_tokens(theirs),
+        "ours_settings": f"batch {batch_size}, left padding + attention mask, max_new_tokens={max_new_tokens}",
+        "tutorial_settings": "one at a time, no attention mask, max_length=100, prompt cut by characters",
+    }
+
+
+def pythia_70m_shaped_model(seed: int = 0):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(**PYTHIA_70M_SHAPE, bos_token_id=0, eos_token_id=0, pad_token_id=1))
+    return model.eval()
+
+
+def non_embedding_parameters(model) -> int:
+    """Parameters outside the input embedding and the output (LM head) matrix."""
+    skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def alpaca_like_lengths(count: int, seed: int = 0) -> list[tuple[int, int]]:
+    """(prompt, answer) token lengths shaped like Alpaca's in a Pythia tokenizer.
+
+    A lognormal fit by eye (Alpaca itself is not reachable here): prompts ~40 tokens of
+    template plus a median ~25 of instruction and input; answers with median ~45 and a long
+    tail, capped at 1,000.
+    """
+    rng = random.Random(seed)
+    return [(40 + min(int(rng.lognormvariate(math.log(25), 0.6)), 400),
+             max(1, min(int(rng.lognormvariate(math.log(45), 0.9)), 1000))) for _ in range(count)]
+
+
+def synthetic_dataset(lengths: list[tuple[int, int]], vocab: int, seed: int = 0):
+    """Tokenized prompt/answer examples with the given lengths (random ids; EOS ends the answer)."""
+    from datasets import Dataset
+
+    rng = random.Random(seed)
+    rows = []
+    for prompt, answer in lengths:
+        ids = [rng.randrange(2, vocab) for _ in range(prompt + answer - 1)] + [0]
+        rows.append({"input_ids": ids, "completion_mask": [0] * prompt + [1] * answer})
+    return Dataset.from_list(rows)
+
+
+def padding_waste(trainer) -> float:
+    """Padding tokens / all tokens in one epoch of the trainer's own dataloader and collator."""
+    total = real = 0
+    for batch in trainer.get_train_dataloader():
+        total += batch["input_ids"].numel()
+        real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+    return (total - real) / total
+
+
+class _StepClock:
+    """A TrainerCallback timing optimizer steps after a warm-up."""
+
+    def __init__(self, warmup: int):
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == warmup:
+                    clock.start = time.perf_counter()
+                clock.end = time.perf_counter()
+
+        self.callback, self.start, self.end = Callback(), None, None
+
+
+def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2) -> dict[str, Any]:
+    """Our train step on the pythia-70m shape: non-padding tokens/s, model FLOP/s and MFU."""
+    from ift.modeling import bf16_supported, pick_device
+    from ift.training import make_trainer
+
+    model = pythia_70m_shaped_model().train()
+    examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    dataset = synthetic_dataset(alpaca_like_lengths(examples_per_step * (steps + 1)), vocab=len(tokenizer))
+    cfg = TrainConfig(**{**vars(cfg), "max_steps": steps, "save_steps": 0, "logging_steps": 10**6})
+    clock = _StepClock(warmup)
+    counted: list[int] = []
+    work_dir = Path(tempfile.mkdtemp(prefix="ift-bench-train-"))
+    try:
+        trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir, [clock.callback])
+        collate = trainer.data_collator
+
+        def counting_collator(features):
+            batch = collate(features)
+            counted.append(int(batch["attention_mask"].sum()) if "attention_mask" in batch
+                           else int((batch["position_ids"] >= 0).sum()))
+            return batch
+
+        trainer.data_collator = counting_collator
+        trainer.train()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    micro = cfg.gradient_accumulation_steps
+    tokens = sum(counted[warmup * micro: steps * micro])
+    seconds = clock.end - clock.start
+    use_bf16 = bf16_supported(pick_device()) if cfg.bf16 is None else cfg.bf16
+    peak = matmul_peak(torch.bfloat16 if use_bf16 else torch.float32)
+    tokens_per_second = tokens / seconds
+    flops = 6 * non_embedding_parameters(model) * tokens_per_second
+    return {"tokens_per_second": tokens_per_second, "model_flops_per_second": flops,
+            "matmul_peak_flops_per_second": peak, "precision": "bf16 autocast" if use_bf16 else "fp32",
+            "mfu": flops / peak, "non_embedding_parameters": non_embedding_parameters(model),
+            "examples_per_step": examples_per_step, "measured_steps": steps - warmup}
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+_MEASURE = ("import resource, subprocess, sys, time; start = time.perf_counter(); "
+            "code = subprocess.run(sys.argv[1:]).returncode; "
+            "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
+            "print(round(time.perf_counter() - start, 3), rss, code)")
+
+
+def _measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB of the largest process) of a command."""
+    result = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], cwd=cwd, env=env, capture_output=True, text=True)
+    seconds, max_rss_kib, code = result.stdout.strip().splitlines()[-1].split()
+    if int(code) != 0:
+        raise UserError(f"`{' '.join(cmd)}` failed in {cwd}: {result.stderr.strip()[-500:]}")
+    return float(seconds), int(max_rss_kib) / 1024
+
+
+def bench_pipeline(copy: Path) -> dict[str, Any]:
+    """Per-stage wall time and peak memory of the default pipeline from scratch; a no-op repro."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1"}
+    stages = {}
+    for stage in STAGES:
+        seconds, peak = _measured(["dvc", "repro", "--single-item", stage], copy, env)
+        stages[stage] = {"seconds": seconds, "peak_rss_mib": round(peak, 1)}
+        print(f"  {stage}: {seconds:.1f} s, peak {peak:.0f} MiB", file=sys.stderr, flush=True)
+    noop = [_measured(["dvc", "repro"], copy, env)[0] for _ in range(3)]
+    return {"pipeline_seconds": sum(s["seconds"] for s in stages.values()),
+            "noop_repro_seconds": statistics.median(noop), "stages": stages}
+
+
+# --- the report --------------------------------------------------------------------------------
+
+TARGETS = {"eval_speedup_vs_tutorial_loop_tiny": (">=", 20), "eval_speedup_vs_tutorial_loop_pythia70m": (">=", 8),
+           "train_mfu": (">=", 0.35), "padding_waste_demo": ("<=", 0.05), "padding_waste_alpaca_like": ("<=", 0.05),
+           "noop_repro_seconds": ("<=", 2), "pipeline_seconds": ("<=", 180)}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["# Benchmark", "", f"`ift bench` on {results['machine']}, {results['date']}. "
+             "All numbers were measured side by side in this one run; ratios are what count.", "",
+             "| key | value | target | met |", "| --- | ---: | ---: | :---: |"]
+    for key, (op, target) in TARGETS.items():
+        value = results[key]
+        met = value >= target if op == ">=" else value <= target
+        lines.append(f"| `{key}` | {value:.3g} | {op} {target} | {'yes' if met else '**no**'} |")
+    lines += ["", "## Evaluation: batched generation vs the tutorial's loop", "",
+              "| model | examples | ours (ex/s) | tutorial (ex/s) | speedup | first tokens agree | identical |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in ("tiny", "pythia70m"):
+        e = results["eval"][name]
+        lines.append(f"| {name} | {e['examples']} | {e['ours_examples_per_second']:.1f} | "
+                     f"{e['tutorial_examples_per_second']:.2f} | {e['speedup']:.1f} | {e['first_tokens_agree']:.3f} | "
+                     f"{e['identical_answers']:.3f} |")
+    t = results["train"]
+    lines += ["", "Ours: " + results["eval"]["tiny"]["ours_settings"] + "; tutorial: "
+              + results["eval"]["tiny"]["tutorial_settings"] + ". The pythia-70m-shaped model has random weights "
+              "(it never emits EOS), so both generate up to their limits there.", "",
+              "## Training step (pythia-70m shape)", "",
+              f"- {t['tokens_per_second']:.0f} non-padding tokens/s, {t['model_flops_per_second'] / 1e12:.3f} TFLOP/s "
+              f"(6 x {t['non_embedding_parameters'] / 1e6:.1f}M non-embedding parameters x tokens/s), "
+              f"{t['precision']}",
+              f"- matrix-multiply peak measured in the same run: {t['matmul_peak_flops_per_second'] / 1e12:.2f} TFLOP/s"
+              f" -> MFU {t['mfu']:.3f}",
+              f"- {t['examples_per_step']} examples per optimizer step, alpaca-like lengths, "
+              f"{t['measured_steps']} steps timed after warm-up",
+              "", "## Pipeline (default, from scratch)", "", "| stage | seconds | peak memory (MiB) |",
+              "| --- | ---: | ---: |"]
+    for stage, s in results["pipeline"]["stages"].items():
+        lines.append(f"| {stage} | {s['seconds']:.1f} | {s['peak_rss_mib']:.0f} |")
+    lines += ["", f"Each stage ran as its own `dvc repro --single-item` (dvc's start-up included); a `dvc repro` "
+              f"with nothing to do took {results['noop_repro_seconds']:.2f} s (median of 3)."]
+    return "\n".join(lines) + "\n"
+
+
+def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m") -> dict[str, Any]:
+    """All measurements; writes out_dir/bench.json and out_dir/bench.md."""
+    from ift.config import compose, validate
+    from ift.evaluation import generate_answers  # noqa: F401  (fail early if the package is broken)
+    from ift.io import read_jsonl, write_json, write_text
+    from ift.modeling import load_model, load_tokenizer
+    from ift.verify import export_head
+
+    copy = Path(tempfile.mkdtemp(prefix="ift-bench-"))
+    try:
+        export_head(repo, copy)
+        print("pipeline: the committed default pipeline from scratch", file=sys.stderr, flush=True)
+        pipeline = bench_pipeline(copy)
+        params = load_params(copy / "params.yaml")
+        tokenizer = load_tokenizer(copy / "models/base", padding_side="left")
+        prompts = [row["input"] for row in read_jsonl(copy / "data/hydrated/test.jsonl")]
+
+        print("eval: tuned tiny model vs the tutorial's loop", file=sys.stderr, flush=True)
+        tiny = bench_eval(load_model(copy / "models/tuned"), load_tokenizer(copy / "models/tuned", "left"),
+                          prompts, params.eval.max_new_tokens, params.eval.batch_size)
+        print("eval: pythia-70m shape vs the tutorial's loop", file=sys.stderr, flush=True)
+        pythia = bench_eval(pythia_70m_shaped_model(), tokenizer, prompts[:params.eval.batch_size],
+                            params.eval.max_new_tokens, params.eval.batch_size)
+
+        print(f"train: pythia-70m shape with train={train_preset}", file=sys.stderr, flush=True)
+        train_cfg = validate(compose([f"train={train_preset}"], repo / "conf")).train
+        train = bench_train(tokenizer, train_cfg)
+        waste = {}
+        for name, dataset in (
+            ("demo", _demo_dataset(copy, tokenizer, params.train.max_length)),
+            ("alpaca_like", synthetic_dataset(alpaca_like_lengths(2000), vocab=len(tokenizer))),
+        ):
+            work_dir = Path(tempfile.mkdtemp(prefix="ift-bench-waste-"))
+            from ift.training import make_trainer
+
+            trainer = make_trainer(pythia_70m_shaped_model(), tokenizer, dataset, params.train, 0, work_dir)
+            waste[name] = padding_waste(trainer)
+            shutil.rmtree(work_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"),
+        "eval_speedup_vs_tutorial_loop_tiny": tiny["speedup"],
+        "eval_speedup_vs_tutorial_loop_pythia70m": pythia["speedup"],
+        "train_tokens_per_second": train["tokens_per_second"],
+        "train_mfu": train["mfu"],
+        "padding_waste_demo": waste["demo"],
+        "padding_waste_alpaca_like": waste["alpaca_like"],
+        "noop_repro_seconds": pipeline["noop_repro_seconds"],
+        "pipeline_seconds": pipeline["pipeline_seconds"],
+        "eval": {"tiny": tiny, "pythia70m": pythia},
+        "train": train,
+        "pipeline": pipeline,
+    }
+    write_json(out_dir / "bench.json", results)
+    write_text(out_dir / "bench.md", markdown(results))
+    return results
+
+
+def _demo_dataset(copy: Path, tokenizer, max_length: int):
+    from ift.io import read_jsonl
+    from ift.training import build_dataset
+
+    return build_dataset(read_jsonl(copy / "data/hydrated/train.jsonl"), tokenizer, max_length, "demo")[0]
