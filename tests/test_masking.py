@@ -37,7 +37,7 @@ def test_trl_labels_and_collator_mask_prompt_and_padding(tiny_tokenizer, tiny_mo
 
     dataset, stats = build_dataset(ROWS, tiny_tokenizer, max_length=128, source="rows")
     assert stats["examples"] == 2
-    cfg = TrainConfig(max_steps=1, per_device_train_batch_size=2)
+    cfg = TrainConfig(max_steps=1, per_device_train_batch_size=2, padding_free=False)
     trainer = SFTTrainer(model=tiny_model, args=sft_config(cfg, 0, tmp_path, 2),
                          train_dataset=dataset, processing_class=tiny_tokenizer)
     prepared = [trainer.train_dataset[i] for i in range(2)]
@@ -71,3 +71,21 @@ def test_all_examples_too_long_is_a_clear_error(tiny_tokenizer):
 
     with pytest.raises(UserError, match=r"train.max_length=4 .*raise train.max_length"):
         build_dataset(ROWS, tiny_tokenizer, max_length=4, source="train.jsonl")
+
+
+def test_packed_batches_label_only_answers_and_never_across_examples(tiny_tokenizer, tiny_model, tmp_path):
+    """padding_free: one row, positions restart per example, and no prompt token is labelled."""
+    from trl import SFTTrainer
+
+    dataset, _ = build_dataset(ROWS, tiny_tokenizer, max_length=128, source="rows")
+    cfg = TrainConfig(max_steps=1, per_device_train_batch_size=2, padding_free=True)
+    trainer = SFTTrainer(model=tiny_model, args=sft_config(cfg, 0, tmp_path, 2),
+                         train_dataset=dataset, processing_class=tiny_tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    expected = [encode_example(r["input"], r["output"], tiny_tokenizer) for r in ROWS]
+    assert batch["input_ids"][0].tolist() == expected[0]["input_ids"] + expected[1]["input_ids"]
+    assert batch["position_ids"][0].tolist() == [*range(len(expected[0]["input_ids"])),
+                                                  *range(len(expected[1]["input_ids"]))]
+    mask = expected[0]["completion_mask"] + expected[1]["completion_mask"]
+    for label, token, answer in zip(batch["labels"][0].tolist(), batch["input_ids"][0].tolist(), mask):
+        assert label == (token if answer else IGNORE_INDEX)
