@@ -294,6 +294,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m") -> dict[str
     from ift.evaluation import generate_answers  # noqa: F401  (fail early if the package is broken)
     from ift.io import read_jsonl, write_json, write_text
     from ift.modeling import load_model, load_tokenizer
+    from ift.training import make_trainer
     from ift.verify import export_head
 
     copy = Path(tempfile.mkdtemp(prefix="ift-bench-"))
@@ -315,15 +316,15 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m") -> dict[str
         print(f"train: pythia-70m shape with train={train_preset}", file=sys.stderr, flush=True)
         train_cfg = validate(compose([f"train={train_preset}"], repo / "conf")).train
         train = bench_train(tokenizer, train_cfg)
+        # Padding waste with the train settings each kind of data is used with: the demo with
+        # train/default (model=tiny), alpaca-like lengths with train/<train_preset>.
         waste = {}
-        for name, dataset in (
-            ("demo", _demo_dataset(copy, tokenizer, params.train.max_length)),
-            ("alpaca_like", synthetic_dataset(alpaca_like_lengths(2000), vocab=len(tokenizer))),
+        for name, dataset, cfg in (
+            ("demo", _demo_dataset(copy, tokenizer, params.train.max_length), params.train),
+            ("alpaca_like", synthetic_dataset(alpaca_like_lengths(2000), vocab=len(tokenizer)), train_cfg),
         ):
             work_dir = Path(tempfile.mkdtemp(prefix="ift-bench-waste-"))
-            from ift.training import make_trainer
-
-            trainer = make_trainer(pythia_70m_shaped_model(), tokenizer, dataset, params.train, 0, work_dir)
+            trainer = make_trainer(pythia_70m_shaped_model(), tokenizer, dataset, cfg, 0, work_dir)
             waste[name] = padding_waste(trainer)
             shutil.rmtree(work_dir, ignore_errors=True)
     finally:
