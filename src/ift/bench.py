@@ -213,6 +213,90 @@ def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2) ->
             "examples_per_step": examples_per_step, "measured_steps": steps - warmup}
 
 
+# --- levers: the options measured side by side -------------------------------------------------
+
+
+def _step_seconds(model, tokenizer, dataset, cfg: TrainConfig, steps: int, trainer_class=None) -> float:
+    """Mean seconds per optimizer step after one warm-up step."""
+    from ift.training import make_trainer
+
+    clock = _StepClock(1)
+    work_dir = Path(tempfile.mkdtemp(prefix="ift-bench-lever-"))
+    try:
+        cfg = TrainConfig(**{**vars(cfg), "max_steps": steps, "save_steps": 0, "logging_steps": 10**6})
+        trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir, [clock.callback])
+        if trainer_class is not None:
+            # Measure a parent class's compute_loss (TRL's own) on the very same trainer setup.
+            trainer.__class__ = trainer_class
+        trainer.train()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return (clock.end - clock.start) / (steps - 1)
+
+
+def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
+    """Each training and eval option we considered, against the one we kept, in the same run."""
+    from trl import SFTTrainer
+
+    from ift.evaluation import generate_answers
+    from ift.io import read_jsonl
+    from ift.modeling import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(copy / "models/base")
+    demo = _demo_dataset(copy, tokenizer, params.train.max_length)
+    tiny = {}
+    for name, change in (("padded random batches (kept)", {}),
+                         ("packed (padding_free)", {"padding_free": True}),
+                         ("length-grouped batches", {"train_sampling_strategy": "group_by_length"})):
+        cfg = TrainConfig(**{**vars(params.train), **change})
+        tiny[name] = _step_seconds(load_model(copy / "models/base"), tokenizer, demo, cfg, steps=30)
+    alpaca = synthetic_dataset(alpaca_like_lengths(pythia_cfg.per_device_train_batch_size
+                                                   * pythia_cfg.gradient_accumulation_steps * 5), len(tokenizer))
+    tokens = sum(len(ids) for ids in alpaca["input_ids"]) / len(alpaca)
+    examples_per_step = pythia_cfg.per_device_train_batch_size * pythia_cfg.gradient_accumulation_steps
+    pythia = {}
+    for name, change, trainer_class in (
+        ("kept: bf16, LM head at labelled positions, fused AdamW, packed", {}, None),
+        ("fp32 instead of bf16 autocast", {"bf16": False}, None),
+        ("TRL's own tiled LM head", {}, SFTTrainer),
+        ("plain AdamW", {"optim": "adamw_torch"}, None),
+        ("padded random batches", {"padding_free": False}, None),
+    ):
+        cfg = TrainConfig(**{**vars(pythia_cfg), **change})
+        seconds = _step_seconds(pythia_70m_shaped_model().train(), tokenizer, alpaca, cfg, steps=4,
+                                trainer_class=trainer_class)
+        pythia[name] = examples_per_step * tokens / seconds
+    model = load_model(copy / "models/tuned")
+    eval_tokenizer = load_tokenizer(copy / "models/tuned", padding_side="left")
+    prompts = [row["input"] for row in read_jsonl(copy / "data/hydrated/test.jsonl")]
+    timed = {}
+    for name, dtype in (("fp32 (kept)", None), ("bf16 autocast", torch.bfloat16)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            generate_answers(model, eval_tokenizer, prompts[:64], params.eval.max_new_tokens, 64, desc="warm-up")
+            start = time.perf_counter()
+            answers = generate_answers(model, eval_tokenizer, prompts, params.eval.max_new_tokens,
+                                       params.eval.batch_size, desc=name)
+            timed[name] = (time.perf_counter() - start, answers)
+    fp32_seconds, fp32_answers = timed["fp32 (kept)"]
+    bf16_seconds, bf16_answers = timed["bf16 autocast"]
+    return {
+        "tiny_train_seconds_per_step": tiny,
+        "pythia70m_train_tokens_per_second": pythia,
+        "tiny_eval_bf16_speedup": fp32_seconds / bf16_seconds,
+        "tiny_eval_bf16_identical_answers": statistics.mean(a == b for a, b in zip(fp32_answers, bf16_answers)),
+    }
+
+
+def levers_markdown(levers: dict[str, Any]) -> list[str]:
+    lines = ["", "## Levers, measured side by side", "", "Tiny model, demo data, seconds per optimizer step:", ""]
+    lines += [f"- {name}: {seconds:.3f}" for name, seconds in levers["tiny_train_seconds_per_step"].items()]
+    lines += ["", "pythia-70m shape, alpaca-like lengths, train tokens/s:", ""]
+    lines += [f"- {name}: {tps:.0f}" for name, tps in levers["pythia70m_train_tokens_per_second"].items()]
+    lines += ["", f"Tiny model eval in bf16 autocast instead of fp32: {levers['tiny_eval_bf16_speedup']:.2f}x "
+              f"the speed, identical greedy answers on {levers['tiny_eval_bf16_identical_answers']:.3f} of them."]
+    return lines
+
+
 # --- the pipeline ------------------------------------------------------------------------------
 
 _MEASURE = ("import resource, subprocess, sys, time; start = time.perf_counter(); "
@@ -285,10 +369,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {stage} | {s['seconds']:.1f} | {s['peak_rss_mib']:.0f} |")
     lines += ["", f"Each stage ran as its own `dvc repro --single-item` (dvc's start-up included); a `dvc repro` "
               f"with nothing to do took {results['noop_repro_seconds']:.2f} s (median of 3)."]
+    if "levers" in results:
+        lines += levers_markdown(results["levers"])
     return "\n".join(lines) + "\n"
 
 
-def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m") -> dict[str, Any]:
+def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: bool = False) -> dict[str, Any]:
     """All measurements; writes out_dir/bench.json and out_dir/bench.md."""
     from ift.config import compose, validate
     from ift.evaluation import generate_answers  # noqa: F401  (fail early if the package is broken)
@@ -327,6 +413,9 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m") -> dict[str
             trainer = make_trainer(pythia_70m_shaped_model(), tokenizer, dataset, cfg, 0, work_dir)
             waste[name] = padding_waste(trainer)
             shutil.rmtree(work_dir, ignore_errors=True)
+        if levers:
+            print("levers: every option against the one kept", file=sys.stderr, flush=True)
+            lever_results = bench_levers(copy, params, train_cfg)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
 
@@ -345,6 +434,8 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m") -> dict[str
         "train": train,
         "pipeline": pipeline,
     }
+    if levers:
+        results["levers"] = lever_results
     write_json(out_dir / "bench.json", results)
     write_text(out_dir / "bench.md", markdown(results))
     return results

@@ -3,7 +3,7 @@
     ift ask "What is the capital of France?" [--input TEXT] [--model DIR]
     ift chat [--model DIR]
     ift verify [--tolerance X]
-    ift bench [--out DIR]
+    ift bench [--out DIR] [--levers]
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from ift.bench import markdown, run
 
-    print(markdown(run(Path.cwd(), args.out)))
+    print(markdown(run(Path.cwd(), args.out, levers=args.levers)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmark against the tutorial's way and this machine's peak "
                                 "(writes reports/bench.json and reports/bench.md; several minutes)")
     bench.add_argument("--out", type=Path, default=Path("reports"), help="directory for bench.json/bench.md")
+    bench.add_argument("--levers", action="store_true",
+                       help="also measure every option considered against the one kept (a few more minutes)")
     bench.set_defaults(func=cmd_bench)
     return parser
 
