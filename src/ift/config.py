@@ -99,13 +99,14 @@ class TrainConfig:
     bf16: bool | None = None  # None: bf16 autocast where the CPU/GPU has native support
     logging_steps: int = 10
     save_steps: int = 100  # checkpoint every N steps, to resume a killed run; 0: never
-    optim: str = "adamw_torch_fused"  # one pass over the weights per step (CPU and GPU)
+    optim: str = "adamw_torch_fused"  # the usual choice on GPUs; no measurable difference on CPU here
     # Pack each batch into one row: no padding (tests/test_packing.py proves no attention
-    # crosses examples). Pays for 70M+ models; for model=tiny on CPU it doubled the step time
-    # (attention kernels compute the whole packed row), so train/default turns it off.
+    # crosses examples). Pays for 70M+ models; for model=tiny on CPU it doubles the step time
+    # (attention kernels compute the whole packed row; `ift bench --levers`), so
+    # train/default turns it off.
     padding_free: bool = True
     # "group_by_length" cuts padding without packing, but on the demo data length nearly
-    # determines the task, so its single-task batches cost 0.2 exact match (measured).
+    # determines the task, so its batches are single-task and exact match drops (README).
     train_sampling_strategy: str = "random"
 
 

@@ -184,8 +184,8 @@ def make_trainer(
 
     # Same inputs, same machine -> same weights: seeds everywhere, and on GPUs deterministic
     # kernels wherever torch has them (warn_only: some ops have none). Not on CPU: the CPU
-    # kernels used here are deterministic already (two runs give byte-identical weights
-    # with or without the switch), and the switch made the default train stage 40% slower.
+    # kernels used here are deterministic already (two runs gave byte-identical weights with
+    # or without the switch), and the switch made the default train stage much slower here.
     if torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
