@@ -319,8 +319,9 @@ def _measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
 
 def bench_pipeline(copy: Path) -> dict[str, Any]:
     """Per-stage wall time and peak memory of the default pipeline from scratch; a no-op repro."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1"}
+    from ift.verify import subprocess_env
+
+    env = subprocess_env()
     stages = {}
     for stage in STAGES:
         seconds, peak = _measured(["dvc", "repro", "--single-item", stage], copy, env)
@@ -380,7 +381,6 @@ def markdown(results: dict[str, Any]) -> str:
 def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: bool = False) -> dict[str, Any]:
     """All measurements; writes out_dir/bench.json and out_dir/bench.md."""
     from ift.config import compose, validate
-    from ift.evaluation import generate_answers  # noqa: F401  (fail early if the package is broken)
     from ift.io import read_jsonl, write_json, write_text
     from ift.modeling import load_model, load_tokenizer
     from ift.training import make_trainer

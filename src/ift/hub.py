@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +21,6 @@ OFFLINE_HINT = ("check the name, log in with `hf auth login` for gated or privat
 
 def set_offline() -> None:
     """Forbid Hub access for the rest of this process (every stage after fetch)."""
-    import sys
-
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     # huggingface_hub reads the variable once, at import: set its constant too if it is loaded.

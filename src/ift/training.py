@@ -136,8 +136,8 @@ def _sft_trainer_class() -> type:
     """TRL's SFTTrainer with a loss that runs the LM head only at labelled positions, plainly.
 
     Written by hand because TRL's own way of doing it (its tiled "fused LM head", made for
-    GPUs) took ~85% of every training step on a CPU here: pythia-70m's shape trained at ~200
-    tokens/s with it. The computation is the same (logits only where the next token has a
+    GPUs) dominated every training step on a CPU here: `ift bench --levers` measures it
+    (reports/bench.md, "Levers"). The computation is the same (logits only where the next token has a
     label, summed negative log-likelihood divided by the number of labelled tokens in the
     accumulated batch), as are the logged entropy and token accuracy; tests/test_packing.py
     checks it against the plain padded computation.
@@ -321,7 +321,7 @@ def pretrain(
         lr_scheduler_type="cosine",
         completion_only_loss=False,
         # Random batches: grouping by length puts one kind of document in each batch (short
-        # counting runs, long word lists), which left the pretraining loss at 3.5 instead of 1.6.
+        # counting runs, long word lists), which left the pretraining loss far higher in a trial.
         train_sampling_strategy="random",
         padding_free=False,  # short documents: packing would only make the attention slower on CPU
         logging_steps=max(arch.pretrain_steps // 5, 1),

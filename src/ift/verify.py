@@ -24,10 +24,14 @@ DEFAULT_TOLERANCE = 1e-6  # same machine: the CPU run is deterministic (see READ
 METRICS_GLOB = "reports/*/metrics.json"
 
 
+def subprocess_env() -> dict[str, str]:
+    """The environment for running `dvc` and the stages from this interpreter's environment."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1"}
+
+
 def _run(cmd: list[str], cwd: Path, capture: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1"}
-    return subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=capture)
+    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(), text=True, capture_output=capture)
 
 
 def export_head(repo: Path, dest: Path) -> None:
@@ -125,6 +129,7 @@ def locked_outputs(lock_file: Path) -> dict[str, str]:
 def verify(repo: Path, tolerance: float = DEFAULT_TOLERANCE, keep: bool = False) -> bool:
     """Rebuild HEAD in a temporary copy; print the comparison; True if every metric matches."""
     workdir = Path(tempfile.mkdtemp(prefix="ift-verify-"))
+    committed = Path(tempfile.mkdtemp(prefix="ift-committed-"))
     try:
         export_head(repo, workdir)
         if not list(workdir.glob(METRICS_GLOB)):
@@ -133,7 +138,6 @@ def verify(repo: Path, tolerance: float = DEFAULT_TOLERANCE, keep: bool = False)
         if reasons:
             raise UserError("the committed dvc.lock is stale (" + "; ".join(reasons) +
                             "): run `dvc repro` and commit dvc.lock and the metrics")
-        committed = Path(tempfile.mkdtemp(prefix="ift-committed-"))
         for path in workdir.glob(METRICS_GLOB):  # keep the committed values before they are rebuilt
             (committed / path.relative_to(workdir)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, committed / path.relative_to(workdir))
@@ -151,9 +155,9 @@ def verify(repo: Path, tolerance: float = DEFAULT_TOLERANCE, keep: bool = False)
         print("outputs in dvc.lock: " + ("byte-identical to the committed ones" if not differing
                                           else f"differ from the committed ones: {', '.join(differing)}"))
         print("verify: " + ("OK, every metric reproduced" if ok else "FAILED, metrics differ beyond the tolerance"))
-        shutil.rmtree(committed, ignore_errors=True)
         return ok
     finally:
+        shutil.rmtree(committed, ignore_errors=True)
         if keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:
