@@ -38,6 +38,52 @@ def generation_kwargs(tokenizer: PreTrainedTokenizerBase, max_new_tokens: int) -
     }
 
 
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all `rows` share, leaving every row at least one token of its own.
+
+    0 for a single row: there is nothing to share, and a separate prefill would only cost.
+    """
+    if len(rows) < 2:
+        return 0
+    limit = min(len(row) for row in rows) - 1
+    first = rows[0]
+    for i in range(limit):
+        if any(row[i] != first[i] for row in rows):
+            return i
+    return max(limit, 0)
+
+
+def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_token_id: int,
+                  share_prefix: bool = True) -> dict:
+    """generate() inputs for one batch, with the prompts' shared prefix computed once.
+
+    Prompts share the template's opening (and often the instruction), so the shared prefix
+    runs through the model once, at batch size 1, and its KV cache is repeated for every row
+    (`ift bench --levers`: "shared-prefix KV cache"). The padding goes between the prefix and
+    each row's own tokens, with the attention mask off on it; generate() numbers positions
+    by the mask, so every real token has the position it has in the plain left-padded batch.
+    """
+    from transformers import DynamicCache
+
+    shared = shared_prefix_length(rows) if share_prefix else 0
+    width = shared + max(len(row) - shared for row in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        own = row[shared:]
+        input_ids[r, :shared] = torch.tensor(row[:shared], dtype=torch.long)
+        input_ids[r, width - len(own):] = torch.tensor(own, dtype=torch.long)
+        attention_mask[r, :shared] = 1
+        attention_mask[r, width - len(own):] = 1
+    inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention_mask.to(model.device)}
+    if shared:
+        cache = DynamicCache(config=model.config)
+        model(input_ids=inputs["input_ids"][:1, :shared], cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(len(rows))
+        inputs["cache"] = cache
+    return inputs
+
+
 @torch.inference_mode()
 def generate_answers(
     model: PreTrainedModel,
@@ -46,21 +92,21 @@ def generate_answers(
     max_new_tokens: int,
     batch_size: int,
     desc: str = "generating",
+    share_prefix: bool = True,
 ) -> list[str]:
     """Greedy answers for `prompts`, in order.
 
-    Batched with left padding and an attention mask, stopping at EOS; `max_new_tokens`
-    counts only generated tokens, and the prompt is cut off by token count, not characters.
+    Batched (by length, with an attention mask and, unless `share_prefix` is off, the
+    shared prefix computed once), stopping at EOS; `max_new_tokens` counts only generated
+    tokens, and the prompt is cut off by token count, not characters.
     """
     model.eval()
-    device = model.device
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     answers: list[str] = [""] * len(prompts)
     batches = _length_sorted_batches([len(ids) for ids in encoded], batch_size)
     with tqdm(total=len(prompts), desc=desc, unit="ex") as bar:
         for batch in batches:
-            inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]},
-                                   padding_side="left", return_tensors="pt").to(device)
+            inputs = _batch_inputs(model, [encoded[i] for i in batch], tokenizer.pad_token_id, share_prefix)
             output = model.generate(**inputs, **generation_kwargs(tokenizer, max_new_tokens))
             new_tokens = output[:, inputs["input_ids"].shape[1]:]
             for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
