@@ -158,9 +158,11 @@ def _sft_trainer_class() -> type:
                 logits = model.get_output_embeddings()(hidden[labelled]).float()
             targets = labels[labelled]
             count = labelled.sum() if num_items_in_batch is None else num_items_in_batch
-            loss = F.cross_entropy(logits, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
+            # cross_entropy is nll_loss(log_softmax): computed apart, the log-probabilities also
+            # serve the logged entropy, and the vocabulary-wide softmax runs once, not twice.
+            log_probs = logits.log_softmax(-1)
+            loss = F.nll_loss(log_probs, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
             with torch.no_grad():
-                log_probs = logits.log_softmax(-1)
                 n = max(int(labelled.sum()), 1)
                 self._metrics[mode]["entropy"].append(float(-(log_probs.exp() * log_probs).sum(-1).sum()) / n)
                 self._metrics[mode]["mean_token_accuracy"].append(float((logits.argmax(-1) == targets).sum()) / n)
