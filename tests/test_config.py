@@ -78,6 +78,7 @@ def test_wrong_type_fails_with_key_name():
     ("data.test_size=0", "data.test_size"),
     ("train.per_device_train_batch_size=0", "train.per_device_train_batch_size"),
     ("eval.batch_size=0", "eval.batch_size"),
+    ("train.attn_implementation=flash", "train.attn_implementation"),
 ])
 def test_out_of_range_values_fail_with_key_name(override, key):
     with pytest.raises(UserError, match=key):

@@ -245,7 +245,8 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(copy / "models/base")
     demo = _demo_dataset(copy, tokenizer, params.train.max_length)
     tiny = {}
-    for name, change in (("kept: padded random batches, fused AdamW", {}),
+    for name, change in (("kept: padded random batches, eager attention, fused AdamW", {}),
+                         ("sdpa attention", {"attn_implementation": "sdpa"}),
                          ("packed (padding_free)", {"padding_free": True}),
                          ("length-grouped batches", {"train_sampling_strategy": "group_by_length"}),
                          ("plain AdamW", {"optim": "adamw_torch"})):

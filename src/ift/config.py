@@ -25,6 +25,7 @@ PARAMS_FILE = "params.yaml"
 CONFIG_DIR = "conf"
 CONFIG_NAME = "config"
 DATA_SOURCES = ("demo", "hub", "local")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 @dataclass
@@ -108,6 +109,9 @@ class TrainConfig:
     # "group_by_length" cuts padding without packing, but on the demo data length nearly
     # determines the task, so its batches are single-task and exact match drops (README).
     train_sampling_strategy: str = "random"
+    # Attention kernel while training: "sdpa" (PyTorch's fused kernels) or "eager" (plain
+    # matmul + softmax), or any other transformers attn_implementation. Eval always uses sdpa.
+    attn_implementation: str = "sdpa"
 
 
 @dataclass
@@ -145,6 +149,8 @@ def _check_ranges(params: Params, source: str) -> None:
         (t.save_steps >= 0, "train.save_steps", t.save_steps, "must be >= 0 (0 turns checkpoints off)"),
         (0 < d.test_size < 1, "data.test_size", d.test_size, "must be between 0 and 1, e.g. 0.1"),
         (d.limit is None or d.limit >= 1, "data.limit", d.limit, "must be >= 1 or null"),
+        (t.attn_implementation in ATTN_IMPLEMENTATIONS, "train.attn_implementation", t.attn_implementation,
+         f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}"),
         (d.source in DATA_SOURCES, "data.source", d.source, f"must be one of {', '.join(DATA_SOURCES)}"),
         (e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens, "must be >= 1"),
         (e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1"),

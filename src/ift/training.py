@@ -192,6 +192,7 @@ def make_trainer(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     set_seed(seed)
+    model.set_attn_implementation(cfg.attn_implementation)  # a runtime choice: not saved with the model
     return _sft_trainer_class()(
         model=model,
         args=sft_config(cfg, seed, work_dir, len(dataset)),
@@ -326,6 +327,7 @@ def pretrain(
         # counting runs, long word lists), which left the pretraining loss far higher in a trial.
         train_sampling_strategy="random",
         padding_free=False,  # short documents: packing would only make the attention slower on CPU
+        attn_implementation="eager",  # as train/default: faster than sdpa for this model on CPU
         logging_steps=max(arch.pretrain_steps // 5, 1),
         save_steps=0,  # part of fetch, which is short: no checkpoints
     )
