@@ -100,10 +100,10 @@ class TrainConfig:
     bf16: bool | None = None  # None: bf16 autocast where the CPU/GPU has native support
     logging_steps: int = 10
     save_steps: int = 100  # checkpoint every N steps, to resume a killed run; 0: never
-    optim: str = "adamw_torch_fused"  # the usual choice on GPUs; no measurable difference on CPU here
+    optim: str = "adamw_torch_fused"  # the usual choice on GPUs; mixed on CPU (ift bench --levers)
     # Pack each batch into one row: no padding (tests/test_packing.py proves no attention
-    # crosses examples). Pays for 70M+ models; for model=tiny on CPU it doubles the step time
-    # (attention kernels compute the whole packed row; `ift bench --levers`), so
+    # crosses examples). Pays for 70M+ models; for model=tiny on CPU it makes each step several
+    # times slower (attention kernels compute the whole packed row; `ift bench --levers`), so
     # train/default turns it off.
     padding_free: bool = True
     # "group_by_length" cuts padding without packing, but on the demo data length nearly
