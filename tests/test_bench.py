@@ -1,0 +1,48 @@
+"""ift.bench's pure parts: the report, the padding measure and the synthetic lengths (the timings themselves
+are measured by `ift bench`, not by tests)."""
+
+import json
+
+from ift.bench import TARGETS, alpaca_like_lengths, markdown, padding_waste
+from tests.conftest import ROOT
+
+
+def test_report_flags_each_target_from_the_committed_results():
+    results = json.loads((ROOT / "reports/bench.json").read_text())
+    assert set(TARGETS) <= set(results), "bench.json lacks a target key"
+    text = markdown(results)
+    for key, (op, target) in TARGETS.items():
+        met = results[key] >= target if op == ">=" else results[key] <= target
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{key}` |"))
+        assert row.endswith("| yes |") == met, row
+
+
+def test_report_flags_a_changed_value():
+    results = json.loads((ROOT / "reports/bench.json").read_text())
+    results["pipeline_seconds"] = 10_000.0
+    row = next(line for line in markdown(results).splitlines() if line.startswith("| `pipeline_seconds` |"))
+    assert row.endswith("| **no** |")
+
+
+def test_alpaca_like_lengths_are_seeded_and_bounded():
+    lengths = alpaca_like_lengths(500, seed=3)
+    assert lengths == alpaca_like_lengths(500, seed=3)
+    assert all(40 < prompt <= 440 and 1 <= answer <= 1000 for prompt, answer in lengths)
+
+
+class _Loader:
+    def __init__(self, batches):
+        self.batches = batches
+
+    def get_train_dataloader(self):
+        return self.batches
+
+
+def test_padding_waste_counts_masked_positions():
+    import torch
+
+    padded = {"input_ids": torch.zeros(2, 4), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])}
+    packed = {"input_ids": torch.zeros(1, 6), "position_ids": torch.tensor([[0, 1, 2, 0, 1, 2]])}
+    assert padding_waste(_Loader([padded])) == 2 / 8
+    assert padding_waste(_Loader([padded, packed])) == 2 / 14
+
