@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ift.evaluation import generate_answers, generation_kwargs, shared_prefix_length
+from ift.evaluation import _batch_inputs, generate_answers, generation_kwargs, shared_prefix_length
 from ift.prompts import format_prompt
 
 
@@ -18,24 +18,41 @@ def test_shared_prefix_length(rows, expected):
     assert shared_prefix_length(rows) == expected
 
 
-def _one_at_a_time(model, tokenizer, prompts, max_new_tokens):
-    answers = []
+# Shared template, instructions and inputs of differing lengths, a repeated prompt, and a
+# prompt that is another one's prefix plus a word.
+PROMPTS = [format_prompt(instruction, input_) for instruction, input_ in [
+    ("Reverse the order of the words.", "cat dog"), ("Reverse the order of the words.", "red fig kiwi pear"),
+    ("Reverse the order of the words.", "cat dog"), ("Reverse the order of the words.", "cat dog red"),
+    ("What is 2 plus one?", ""), ("What is 2 plus one?", "3 4 5 6 7"), ("Sort the words.", "apple"),
+]]
+MAX_NEW_TOKENS = 6
+
+
+def _generate(model, tokenizer, inputs):
     with torch.inference_mode():
-        for prompt in prompts:
-            ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                 **generation_kwargs(tokenizer, max_new_tokens))
-            answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
-    return answers
+        return model.generate(**inputs, **generation_kwargs(tokenizer, MAX_NEW_TOKENS),
+                              output_scores=True, return_dict_in_generate=True)
+
+
+def test_shared_prefix_scores_equal_one_at_a_time(tiny_model, tiny_tokenizer):
+    """Every step's scores, not only the greedy text: wrong positions or masks change them."""
+    tiny_model.eval()
+    rows = [tiny_tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    inputs = _batch_inputs(tiny_model, rows, tiny_tokenizer.pad_token_id)
+    assert "cache" in inputs, "these prompts share a prefix: it must be computed once"
+    batched = _generate(tiny_model, tiny_tokenizer, inputs)
+    for r, row in enumerate(rows):
+        ids = torch.tensor([row])
+        single = _generate(tiny_model, tiny_tokenizer, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+        for step, scores in enumerate(single.scores):
+            torch.testing.assert_close(batched.scores[step][r], scores[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
 def test_batched_answers_equal_one_at_a_time(tiny_model, tiny_tokenizer, batch_size):
-    # Shared template, differing instructions and inputs of differing lengths: batches with a
-    # long shared prefix, a short one, and (batch_size 3) a last batch of a single row.
-    tasks = [("Reverse the order of the words.", "cat dog"), ("Reverse the order of the words.", "red fig kiwi pear"),
-             ("What is 2 plus one?", ""), ("What is 2 plus one?", "3 4 5 6 7"), ("Sort the words.", "apple")]
-    prompts = [format_prompt(instruction, input_) for instruction, input_ in tasks] + ["cat dog red"]
-    expected = _one_at_a_time(tiny_model, tiny_tokenizer, prompts, max_new_tokens=8)
-    assert any(expected), "the model must generate something for the comparison to mean anything"
-    assert generate_answers(tiny_model, tiny_tokenizer, prompts, 8, batch_size) == expected
+    expected = []
+    for prompt in PROMPTS:
+        ids = tiny_tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        out = _generate(tiny_model, tiny_tokenizer, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+        expected.append(tiny_tokenizer.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True))
+    assert generate_answers(tiny_model, tiny_tokenizer, PROMPTS, MAX_NEW_TOKENS, batch_size) == expected

@@ -281,7 +281,8 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                                          ("no shared prefix (plain left-padded batches)", False, False),
                                          ("bf16 autocast", True, True)):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            generate_answers(model, eval_tokenizer, prompts[:64], params.eval.max_new_tokens, 64, desc="warm-up")
+            generate_answers(model, eval_tokenizer, prompts[:64], params.eval.max_new_tokens, 64, desc="warm-up",
+                             share_prefix=share_prefix)
             start = time.perf_counter()
             answers = generate_answers(model, eval_tokenizer, prompts, params.eval.max_new_tokens,
                                        params.eval.batch_size, desc=name, share_prefix=share_prefix)

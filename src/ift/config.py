@@ -109,8 +109,9 @@ class TrainConfig:
     # "group_by_length" cuts padding without packing, but on the demo data length nearly
     # determines the task, so its batches are single-task and exact match drops (README).
     train_sampling_strategy: str = "random"
-    # Attention kernel while training: "sdpa" (PyTorch's fused kernels) or "eager" (plain
-    # matmul + softmax), or any other transformers attn_implementation. Eval always uses sdpa.
+    # Attention kernel while training (one of ATTN_IMPLEMENTATIONS, transformers' names):
+    # "sdpa" (PyTorch's fused kernels) or "eager" (plain matmul + softmax). Not saved with
+    # the model: eval and `ift ask` load it with transformers' default (sdpa where available).
     attn_implementation: str = "sdpa"
 
 

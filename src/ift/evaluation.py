@@ -65,6 +65,9 @@ def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_tok
     """
     from transformers import DynamicCache
 
+    # A model whose generation config asks for its own cache type (static, sliding, ...)
+    # must get it from generate(): no shared prefix then.
+    share_prefix = share_prefix and getattr(model.generation_config, "cache_implementation", None) is None
     shared = shared_prefix_length(rows) if share_prefix else 0
     width = shared + max(len(row) - shared for row in rows)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
@@ -78,7 +81,7 @@ def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_tok
     inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention_mask.to(model.device)}
     if shared:
         cache = DynamicCache(config=model.config)
-        model(input_ids=inputs["input_ids"][:1, :shared], cache=cache, use_cache=True)
+        model(input_ids=inputs["input_ids"][:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
         cache.batch_repeat_interleave(len(rows))
         inputs["cache"] = cache
     return inputs
