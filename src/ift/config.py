@@ -100,9 +100,7 @@ class TrainConfig:
     bf16: bool | None = None  # None: bf16 autocast where the CPU/GPU has native support
     logging_steps: int = 10
     save_steps: int = 100  # checkpoint every N steps, to resume a killed run; 0: never
-    # A TrainingArguments optimizer name, or None: fused AdamW on GPUs (the usual choice
-    # there), plain AdamW on CPUs (faster for the pythia-70m shape here; `ift bench --levers`).
-    optim: str | None = None
+    optim: str = "adamw_torch_fused"  # the usual choice on GPUs; mixed on CPU (ift bench --levers)
     # Pack each batch into one row: no padding (tests/test_packing.py proves no attention
     # crosses examples). Pays for 70M+ models; for model=tiny on CPU it makes each step several
     # times slower (attention kernels compute the whole packed row; `ift bench --levers`), so

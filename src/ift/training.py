@@ -92,7 +92,7 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
         max_length=None,
         completion_only_loss=cfg.completion_only_loss,
         padding_free=cfg.padding_free,
-        optim=cfg.optim or ("adamw_torch" if device.type == "cpu" else "adamw_torch_fused"),
+        optim=cfg.optim,
         train_sampling_strategy=cfg.train_sampling_strategy,
         bf16=use_bf16,
         use_cpu=device.type == "cpu",
@@ -328,7 +328,6 @@ def pretrain(
         train_sampling_strategy="random",
         padding_free=False,  # short documents: packing would only make the attention slower on CPU
         attn_implementation="eager",  # as train/default: faster than sdpa for this model on CPU
-        optim="adamw_torch_fused",  # as train/default
         logging_steps=max(arch.pretrain_steps // 5, 1),
         save_steps=0,  # part of fetch, which is short: no checkpoints
     )
