@@ -46,3 +46,17 @@ def test_padding_waste_counts_masked_positions():
     assert padding_waste(_Loader([padded])) == 2 / 8
     assert padding_waste(_Loader([padded, packed])) == 2 / 14
 
+
+
+def test_levers_run_in_both_orders_and_average():
+    from ift.bench import _in_both_orders
+
+    calls = []
+
+    def measure(value):
+        calls.append(value)
+        return value * len(calls)  # later runs read higher, as a warming-up machine would
+
+    result = _in_both_orders([("a", 1), ("b", 2)], measure)
+    assert calls == [1, 2, 2, 1]
+    assert result == {"a": (1 * 1 + 1 * 4) / 2, "b": (2 * 2 + 2 * 3) / 2}
