@@ -151,13 +151,23 @@ def synthetic_dataset(lengths: list[tuple[int, int]], vocab: int, seed: int = 0)
     return Dataset.from_list(rows)
 
 
+def _real_tokens(batch: dict) -> int:
+    """Non-padding tokens of a collated batch (a packed batch, without attention_mask, has none)."""
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+
+
 def padding_waste(trainer) -> float:
     """Padding tokens / all tokens in one epoch of the trainer's own dataloader and collator."""
     total = real = 0
     for batch in trainer.get_train_dataloader():
         total += batch["input_ids"].numel()
-        real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        real += _real_tokens(batch)
     return (total - real) / total
+
+
+def _timed_config(cfg: TrainConfig, steps: int) -> TrainConfig:
+    """`cfg` for a timing run: `steps` optimizer steps, no checkpoints, no logging."""
+    return TrainConfig(**{**vars(cfg), "max_steps": steps, "save_steps": 0, "logging_steps": 10**6})
 
 
 class _StepClock:
@@ -185,24 +195,20 @@ def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2) ->
     model = pythia_70m_shaped_model().train()
     examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     dataset = synthetic_dataset(alpaca_like_lengths(examples_per_step * (steps + 1)), vocab=len(tokenizer))
-    cfg = TrainConfig(**{**vars(cfg), "max_steps": steps, "save_steps": 0, "logging_steps": 10**6})
+    cfg = _timed_config(cfg, steps)
     clock = _StepClock(warmup)
     counted: list[int] = []
-    work_dir = Path(tempfile.mkdtemp(prefix="ift-bench-train-"))
-    try:
-        trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir, [clock.callback])
+    with tempfile.TemporaryDirectory(prefix="ift-bench-train-") as work_dir:
+        trainer = make_trainer(model, tokenizer, dataset, cfg, 0, Path(work_dir), [clock.callback])
         collate = trainer.data_collator
 
         def counting_collator(features):
             batch = collate(features)
-            counted.append(int(batch["attention_mask"].sum()) if "attention_mask" in batch
-                           else int((batch["position_ids"] >= 0).sum()))
+            counted.append(_real_tokens(batch))
             return batch
 
         trainer.data_collator = counting_collator
         trainer.train()
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
     micro = cfg.gradient_accumulation_steps
     tokens = sum(counted[warmup * micro: steps * micro])
     seconds = clock.end - clock.start
@@ -224,16 +230,13 @@ def _step_seconds(model, tokenizer, dataset, cfg: TrainConfig, steps: int, train
     from ift.training import make_trainer
 
     clock = _StepClock(1)
-    work_dir = Path(tempfile.mkdtemp(prefix="ift-bench-lever-"))
-    try:
-        cfg = TrainConfig(**{**vars(cfg), "max_steps": steps, "save_steps": 0, "logging_steps": 10**6})
-        trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir, [clock.callback])
+    with tempfile.TemporaryDirectory(prefix="ift-bench-lever-") as work_dir:
+        trainer = make_trainer(model, tokenizer, dataset, _timed_config(cfg, steps), 0, Path(work_dir),
+                               [clock.callback])
         if trainer_class is not None:
             # Measure a parent class's compute_loss (TRL's own) on the very same trainer setup.
             trainer.__class__ = trainer_class
         trainer.train()
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
     return (clock.end - clock.start) / (steps - 1)
 
 
@@ -241,8 +244,8 @@ def _in_both_orders(options: list[tuple], measure) -> dict[str, float]:
     """measure(*option[1:]) for each option, run in list order and then in reverse, averaged.
 
     Within one run, the position in the sequence alone moved the pythia-70m-shape step speed
-    by up to ~40% here (whichever option came fourth was fastest in five runs), so a single
-    pass would rank options by their position.
+    a lot here (in earlier one-pass runs, whichever option came fourth was the fastest), so
+    a single pass would rank options by their position.
     """
     values: dict[str, list[float]] = {option[0]: [] for option in options}
     for name, *args in options + options[::-1]:
@@ -479,10 +482,9 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
             ("demo", _demo_dataset(copy, tokenizer, params.train.max_length), params.train),
             ("alpaca_like", synthetic_dataset(alpaca_like_lengths(2000), vocab=len(tokenizer)), train_cfg),
         ):
-            work_dir = Path(tempfile.mkdtemp(prefix="ift-bench-waste-"))
-            trainer = make_trainer(pythia_70m_shaped_model(), tokenizer, dataset, cfg, 0, work_dir)
-            waste[name] = padding_waste(trainer)
-            shutil.rmtree(work_dir, ignore_errors=True)
+            with tempfile.TemporaryDirectory(prefix="ift-bench-waste-") as work_dir:
+                trainer = make_trainer(pythia_70m_shaped_model(), tokenizer, dataset, cfg, 0, Path(work_dir))
+                waste[name] = padding_waste(trainer)
         print("whole process: the tutorial's loop vs dvc repro -f -s tuned_eval", file=sys.stderr, flush=True)
         whole_process = bench_whole_process(copy)
         if levers:
