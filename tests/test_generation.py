@@ -56,3 +56,14 @@ def test_batched_answers_equal_one_at_a_time(tiny_model, tiny_tokenizer, batch_s
         out = _generate(tiny_model, tiny_tokenizer, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
         expected.append(tiny_tokenizer.decode(out.sequences[0, ids.shape[1]:], skip_special_tokens=True))
     assert generate_answers(tiny_model, tiny_tokenizer, PROMPTS, MAX_NEW_TOKENS, batch_size) == expected
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    ([5, 6, 0, 1, 1], [5, 6, 0]),   # padding after EOS dropped
+    ([0, 0], [0]),
+    ([5, 6, 7], [5, 6, 7]),         # ran to max_new_tokens: no EOS
+])
+def test_generated_tokens_run_through_the_first_eos(row, expected):
+    from ift.evaluation import _through_eos
+
+    assert _through_eos(row, eos_token_id=0) == expected

@@ -43,14 +43,20 @@ STAGES = ("fetch", "hydrate", "baseline_eval", "train", "tuned_eval")
 # --- the tutorial's way ----------------------------------------------------------------------
 
 
-def tutorial_inference(text: str, model, tokenizer, max_input_tokens: int = 1000, max_output_tokens: int = 100) -> str:
+def tutorial_inference(text: str, model, tokenizer, max_input_tokens: int = 1000, max_output_tokens: int = 100,
+                       return_token_ids: bool = False):
     """The classic tutorial's `inference`, faithfully: one example, no attention mask,
-    `max_length` (which counts the prompt), and the prompt cut off by characters."""
+    `max_length` (which counts the prompt), and the prompt cut off by characters.
+
+    With `return_token_ids`, also the generated token ids (what the answers are compared by).
+    """
     input_ids = tokenizer.encode(text, return_tensors="pt", truncation=True, max_length=max_input_tokens)
     device = model.device
     generated_tokens_with_prompt = model.generate(input_ids=input_ids.to(device), max_length=max_output_tokens)
     generated_text_with_prompt = tokenizer.batch_decode(generated_tokens_with_prompt, skip_special_tokens=True)
     generated_text_answer = generated_text_with_prompt[0][len(text):]
+    if return_token_ids:
+        return generated_text_answer, generated_tokens_with_prompt[0, input_ids.shape[1]:].tolist()
     return generated_text_answer
 
 
@@ -71,42 +77,48 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
     return best
 
 
-def _first_tokens_agree(ours: str, theirs: str, tokenizer) -> bool:
+def _first_tokens_agree(ours: list[int], theirs: list[int]) -> bool:
     """Greedy decoding: where both generated, the first tokens must be the same."""
-    a = tokenizer(ours.strip(), add_special_tokens=False)["input_ids"]
-    b = tokenizer(theirs.strip(), add_special_tokens=False)["input_ids"]
-    k = min(len(a), len(b))
-    return a[:k] == b[:k]
+    k = min(len(ours), len(theirs))
+    return ours[:k] == theirs[:k]
 
 
 def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> dict[str, Any]:
-    """Examples/s of our batched generation and of the tutorial's loop, on the same prompts."""
-    from ift.evaluation import generate_answers
+    """Examples/s of our batched generation and of the tutorial's loop, on the same prompts.
 
-    generate_answers(model, tokenizer, prompts[:batch_size], max_new_tokens, batch_size, desc="warm-up")
+    Answers are compared by generated token ids: the pythia-70m-shaped model generates from
+    its 50k vocabulary, which the demo tokenizer (used for its prompts) cannot all decode.
+    """
+    from ift.evaluation import _through_eos, decode_answers, generate_token_ids
+
+    generate_token_ids(model, tokenizer, prompts[:batch_size], max_new_tokens, batch_size, desc="warm-up")
     start = time.perf_counter()
-    ours = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, desc="ours")
+    ours_ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc="ours")
+    decode_answers(tokenizer, ours_ids)
     ours_seconds = time.perf_counter() - start
 
     tokenizer.padding_side = "right"  # the tutorial never set it; it does not pad anyway
     start = time.perf_counter()
     with torch.inference_mode():
-        theirs = [tutorial_inference(p, model, tokenizer) for p in prompts]
+        theirs = [tutorial_inference(p, model, tokenizer, return_token_ids=True) for p in prompts]
     tutorial_seconds = time.perf_counter() - start
     tokenizer.padding_side = "left"
-
-    def gen_tokens(texts: list[str]) -> float:
-        return statistics.mean(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
-
+    # The tutorial stops at EOS too, with nothing after it (batch of one).
+    theirs_ids = [_through_eos(ids, tokenizer.eos_token_id) for _, ids in theirs]
+    # Whole answers can only be the same where both stopped at EOS before their (different) limits.
+    both_stopped = [(a, b) for a, b in zip(ours_ids, theirs_ids)
+                    if tokenizer.eos_token_id in a and tokenizer.eos_token_id in b]
     return {
         "examples": len(prompts),
         "ours_examples_per_second": len(prompts) / ours_seconds,
         "tutorial_examples_per_second": len(prompts) / tutorial_seconds,
         "speedup": tutorial_seconds / ours_seconds,
-        "first_tokens_agree": statistics.mean(_first_tokens_agree(a, b, tokenizer) for a, b in zip(ours, theirs)),
-        "identical_answers": statistics.mean(a.strip() == b.strip() for a, b in zip(ours, theirs)),
-        "ours_mean_generated_tokens": gen_tokens(ours),
-        "tutorial_mean_generated_tokens": gen_tokens(theirs),
+        "first_tokens_agree": float(statistics.mean(
+            _first_tokens_agree(a, b) for a, b in zip(ours_ids, theirs_ids))),
+        "both_stopped_at_eos": len(both_stopped),
+        "identical_answers": float(statistics.mean(a == b for a, b in both_stopped)) if both_stopped else None,
+        "ours_mean_generated_tokens": statistics.mean(map(len, ours_ids)),
+        "tutorial_mean_generated_tokens": statistics.mean(map(len, theirs_ids)),
         "ours_settings": f"batch {batch_size}, prompts sorted by length, shared prefix computed once, "
                          f"padding + attention mask, max_new_tokens={max_new_tokens}",
         "tutorial_settings": "one at a time, no attention mask, max_length=100, prompt cut by characters",
@@ -396,10 +408,25 @@ def bench_whole_process(copy: Path, repeats: int = 3) -> dict[str, Any]:
 
 # --- the report --------------------------------------------------------------------------------
 
-TARGETS = {"eval_speedup_vs_tutorial_loop_tiny": (">=", 20), "eval_speedup_vs_tutorial_loop_pythia70m": (">=", 8),
-           "train_mfu": (">=", 0.35), "padding_waste_demo": ("<=", 0.05), "padding_waste_alpaca_like": ("<=", 0.05),
+# The issue's keys; a dotted key names a value inside one (e.g. the tiny model's speed-up).
+TARGETS = {"eval_speedup_vs_tutorial_loop.tiny": (">=", 20), "eval_speedup_vs_tutorial_loop.pythia70m": (">=", 8),
+           "train_mfu": (">=", 0.35), "padding_waste.demo": ("<=", 0.05), "padding_waste.alpaca_like": ("<=", 0.05),
            "noop_repro_seconds": ("<=", 2), "pipeline_seconds": ("<=", 180),
            "whole_process_speedup_vs_tutorial": (">=", 10)}
+
+
+def target_value(results: dict[str, Any], key: str) -> float:
+    """The value of a TARGETS key in bench.json's results."""
+    value: Any = results
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def target_met(results: dict[str, Any], key: str) -> bool:
+    op, target = TARGETS[key]
+    value = target_value(results, key)
+    return value >= target if op == ">=" else value <= target
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -407,21 +434,24 @@ def markdown(results: dict[str, Any]) -> str:
              "All numbers were measured side by side in this one run; ratios are what count.", "",
              "| key | value | target | met |", "| --- | ---: | ---: | :---: |"]
     for key, (op, target) in TARGETS.items():
-        value = results[key]
-        met = value >= target if op == ">=" else value <= target
-        lines.append(f"| `{key}` | {value:.3g} | {op} {target} | {'yes' if met else '**no**'} |")
+        met = "yes" if target_met(results, key) else "**no**"
+        lines.append(f"| `{key}` | {target_value(results, key):.3g} | {op} {target} | {met} |")
     lines += ["", "## Evaluation: batched generation vs the tutorial's loop", "",
-              "| model | examples | ours (ex/s) | tutorial (ex/s) | speedup | first tokens agree | identical |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| model | examples | ours (ex/s) | tutorial (ex/s) | speedup | first tokens agree | both stopped at EOS "
+              "| identical where both stopped |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name in ("tiny", "pythia70m"):
         e = results["eval"][name]
         lines.append(f"| {name} | {e['examples']} | {e['ours_examples_per_second']:.1f} | "
                      f"{e['tutorial_examples_per_second']:.2f} | {e['speedup']:.1f} | {e['first_tokens_agree']:.3f} | "
-                     f"{e['identical_answers']:.3f} |")
+                     f"{e['both_stopped_at_eos']} | "
+                     + ("n/a" if e["identical_answers"] is None else f"{e['identical_answers']:.3f}") + " |")
     t = results["train"]
     lines += ["", "Ours: " + results["eval"]["tiny"]["ours_settings"] + "; tutorial: "
-              + results["eval"]["tiny"]["tutorial_settings"] + ". The pythia-70m-shaped model has random weights "
-              "(it never emits EOS), so both generate up to their limits there.", "",
+              + results["eval"]["tiny"]["tutorial_settings"] + ". Answers are compared by generated token ids: "
+              "the first tokens must agree where both generated, and whole answers can only be identical where both "
+              "stopped at EOS before their limits. The pythia-70m-shaped model has random weights (it never emits "
+              "EOS), so both generate up to their limits there; its prompts use the demo tokenizer.", "",
               "## Training step (pythia-70m shape)", "",
               f"- {t['tokens_per_second']:.0f} non-padding tokens/s, {t['model_flops_per_second'] / 1e12:.3f} TFLOP/s "
               f"(6 x {t['non_embedding_parameters'] / 1e6:.1f}M non-embedding parameters x tokens/s), "
@@ -496,12 +526,10 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
-        "eval_speedup_vs_tutorial_loop_tiny": tiny["speedup"],
-        "eval_speedup_vs_tutorial_loop_pythia70m": pythia["speedup"],
+        "eval_speedup_vs_tutorial_loop": {"tiny": tiny["speedup"], "pythia70m": pythia["speedup"]},
         "train_tokens_per_second": train["tokens_per_second"],
         "train_mfu": train["mfu"],
-        "padding_waste_demo": waste["demo"],
-        "padding_waste_alpaca_like": waste["alpaca_like"],
+        "padding_waste": waste,
         "noop_repro_seconds": pipeline["noop_repro_seconds"],
         "pipeline_seconds": pipeline["pipeline_seconds"],
         "whole_process_speedup_vs_tutorial": whole_process["speedup"],

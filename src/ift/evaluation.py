@@ -87,7 +87,47 @@ def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_tok
     return inputs
 
 
+def _through_eos(tokens: Sequence[int], eos_token_id: int | None) -> list[int]:
+    """A row of generated tokens up to and including the first EOS (the padding after it dropped)."""
+    tokens = list(tokens)
+    return tokens[:tokens.index(eos_token_id) + 1] if eos_token_id in tokens else tokens
+
+
 @torch.inference_mode()
+def generate_token_ids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "generating",
+    share_prefix: bool = True,
+) -> list[list[int]]:
+    """Greedy continuations of `prompts`, in order: the generated token ids through EOS.
+
+    Batched (by length, with an attention mask and, unless `share_prefix` is off, the
+    shared prefix computed once), stopping at EOS; `max_new_tokens` counts only generated
+    tokens, and the prompt is cut off by token count, not characters.
+    """
+    model.eval()
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    generated: list[list[int]] = [[] for _ in prompts]
+    batches = _length_sorted_batches([len(ids) for ids in encoded], batch_size)
+    with tqdm(total=len(prompts), desc=desc, unit="ex") as bar:
+        for batch in batches:
+            inputs = _batch_inputs(model, [encoded[i] for i in batch], tokenizer.pad_token_id, share_prefix)
+            output = model.generate(**inputs, **generation_kwargs(tokenizer, max_new_tokens))
+            for i, row in zip(batch, output[:, inputs["input_ids"].shape[1]:].tolist()):
+                generated[i] = _through_eos(row, tokenizer.eos_token_id)
+            bar.update(len(batch))
+    return generated
+
+
+def decode_answers(tokenizer: PreTrainedTokenizerBase, generated: Sequence[Sequence[int]]) -> list[str]:
+    """Answer texts of generate_token_ids' output (special tokens dropped)."""
+    return tokenizer.batch_decode(generated, skip_special_tokens=True)
+
+
 def generate_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -97,25 +137,9 @@ def generate_answers(
     desc: str = "generating",
     share_prefix: bool = True,
 ) -> list[str]:
-    """Greedy answers for `prompts`, in order.
-
-    Batched (by length, with an attention mask and, unless `share_prefix` is off, the
-    shared prefix computed once), stopping at EOS; `max_new_tokens` counts only generated
-    tokens, and the prompt is cut off by token count, not characters.
-    """
-    model.eval()
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    answers: list[str] = [""] * len(prompts)
-    batches = _length_sorted_batches([len(ids) for ids in encoded], batch_size)
-    with tqdm(total=len(prompts), desc=desc, unit="ex") as bar:
-        for batch in batches:
-            inputs = _batch_inputs(model, [encoded[i] for i in batch], tokenizer.pad_token_id, share_prefix)
-            output = model.generate(**inputs, **generation_kwargs(tokenizer, max_new_tokens))
-            new_tokens = output[:, inputs["input_ids"].shape[1]:]
-            for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-                answers[i] = text
-            bar.update(len(batch))
-    return answers
+    """Greedy answers for `prompts`, in order (generate_token_ids, decoded)."""
+    return decode_answers(tokenizer, generate_token_ids(
+        model, tokenizer, prompts, max_new_tokens, batch_size, desc, share_prefix))
 
 
 @torch.inference_mode()
