@@ -272,9 +272,7 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     from ift.evaluation import generate_answers
     from ift.io import read_jsonl
     from ift.modeling import load_model, load_tokenizer
-    from ift.training import _sft_trainer_class
 
-    exact_entropy = type("ExactEntropySFTTrainer", (_sft_trainer_class(),), {"entropy_sample_elements": None})
     tokenizer = load_tokenizer(copy / "models/base")
     demo = _demo_dataset(copy, tokenizer, params.train.max_length)
 
@@ -300,11 +298,9 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                                 trainer_class=trainer_class)
         return examples_per_step * tokens / seconds
 
-    pythia = _in_both_orders([("kept: bf16, LM head at labelled positions, sampled entropy, fused AdamW, packed",
-                               {}, None),
+    pythia = _in_both_orders([("kept: bf16, LM head at labelled positions, fused AdamW, packed", {}, None),
                               ("fp32 instead of bf16 autocast", {"bf16": False}, None),
                               ("TRL's own tiled LM head", {}, SFTTrainer),
-                              ("logged entropy from every labelled position", {}, exact_entropy),
                               ("plain AdamW", {"optim": "adamw_torch"}, None),
                               ("padded random batches", {"padding_free": False}, None)], pythia_tokens_per_second)
 

@@ -139,22 +139,14 @@ def _sft_trainer_class() -> type:
     GPUs) dominated every training step on a CPU here: `ift bench --levers` measures it
     (reports/bench.md, "Levers"). The computation is the same (logits only where the next token has a
     label, summed negative log-likelihood divided by the number of labelled tokens in the
-    accumulated batch), as is the logged token accuracy, and the logged entropy is too for
-    small vocabularies (see entropy_sample_elements); tests/test_packing.py checks it against
-    the plain padded computation.
+    accumulated batch), as are the logged entropy and token accuracy; tests/test_packing.py
+    checks it against the plain padded computation.
     """
     import torch
     import torch.nn.functional as F
     from trl import SFTTrainer
 
     class AnswerOnlyHeadSFTTrainer(SFTTrainer):
-        # The logged entropy costs an exp and a multiply over the whole vocabulary at every
-        # labelled position: with a 50k vocabulary about a tenth of a CPU step (`ift bench
-        # --levers`). It is a diagnostic, so past this many values it is estimated from evenly
-        # spaced labelled positions; None: always all of them. (The tiny model's 1k vocabulary
-        # stays under it: its entropy is exact.)
-        entropy_sample_elements: int | None = 4_000_000
-
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             mode = "train" if model.training else "eval"
             labels = inputs["labels"][:, 1:]
@@ -172,10 +164,7 @@ def _sft_trainer_class() -> type:
             loss = F.nll_loss(log_probs, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
             with torch.no_grad():
                 n = max(int(labelled.sum()), 1)
-                budget = self.entropy_sample_elements
-                sample = log_probs[::max(math.ceil(log_probs.numel() / budget), 1) if budget else 1]
-                self._metrics[mode]["entropy"].append(
-                    float(-(sample.exp() * sample).sum(-1).sum()) / max(sample.shape[0], 1))
+                self._metrics[mode]["entropy"].append(float(-(log_probs.exp() * log_probs).sum(-1).sum()) / n)
                 self._metrics[mode]["mean_token_accuracy"].append(float((logits.argmax(-1) == targets).sum()) / n)
             return (loss, None) if return_outputs else loss
 
