@@ -38,6 +38,35 @@ def tiny_model(tiny_tokenizer):
     return build_tiny_model(arch, tiny_tokenizer, seed=0)
 
 
+# Prompt/answer rows of differing lengths, for train-step tests.
+TRAIN_ROWS = [{"input": f"### Instruction:\n{'word ' * n}\n\n### Response:", "output": "cat dog" * (n % 3 + 1)}
+              for n in (3, 11, 6, 19, 1, 8)]
+
+
+def sharpen(model) -> None:
+    """Scale a random model's weights so it predicts far from uniformly (attention too): a wrong
+    mask or a wrong loss then moves the numbers by far more than a test's tolerance."""
+    import torch
+
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.mul_(8)
+
+
+def train_batch(model, tokenizer, padding_free: bool, work_dir: Path):
+    """The pipeline's trainer over TRAIN_ROWS and all of them collated as one batch; model in eval mode."""
+    from ift.config import TrainConfig
+    from ift.training import build_dataset, make_trainer
+
+    dataset, _ = build_dataset(TRAIN_ROWS, tokenizer, max_length=256, source="rows")
+    cfg = TrainConfig(per_device_train_batch_size=len(TRAIN_ROWS), padding_free=padding_free, max_steps=1,
+                      bf16=False)
+    trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(TRAIN_ROWS))])
+    model.eval()
+    return trainer, batch
+
+
 def project_files() -> list[str]:
     """Tracked files plus new, not ignored ones: the working tree as a fresh clone would have it."""
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],

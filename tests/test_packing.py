@@ -5,33 +5,17 @@ attends across examples."""
 import pytest
 import torch
 
-from ift.config import TrainConfig
-from ift.training import build_dataset, make_trainer
-
-ROWS = [{"input": f"### Instruction:\n{'word ' * n}\n\n### Response:", "output": "cat dog" * (n % 3 + 1)}
-        for n in (3, 11, 6, 19, 1, 8)]
+from tests.conftest import TRAIN_ROWS, sharpen, train_batch
 
 
 def batch_loss(model, tokenizer, padding_free: bool, tmp_path) -> float:
-    dataset, _ = build_dataset(ROWS, tokenizer, max_length=256, source="rows")
-    cfg = TrainConfig(per_device_train_batch_size=len(ROWS), padding_free=padding_free, max_steps=1, bf16=False)
-    trainer = make_trainer(model, tokenizer, dataset, cfg, 0, tmp_path)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(ROWS))])
+    trainer, batch = train_batch(model, tokenizer, padding_free, tmp_path)
     if padding_free:
         assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
     else:
         assert (batch["attention_mask"] == 0).any()  # there is padding to mask
-    model.eval()
     with torch.no_grad():
         return float(trainer.compute_loss(model, batch))
-
-
-def sharpen(model):
-    """Scale a random model's weights so its attention is far from uniform: a leak across
-    examples then changes the loss by far more than the tolerance (see the second test)."""
-    with torch.no_grad():
-        for weight in model.parameters():
-            weight.mul_(8)
 
 
 def test_packed_loss_equals_unpacked_loss(tiny_tokenizer, tiny_model, tmp_path):
@@ -46,7 +30,7 @@ def test_packing_without_boundaries_would_differ(tiny_tokenizer, tiny_model):
     long sequence, attention across examples) gives a different loss."""
     from ift.modeling import encode_example
 
-    examples = [encode_example(r["input"], r["output"], tiny_tokenizer) for r in ROWS]
+    examples = [encode_example(r["input"], r["output"], tiny_tokenizer) for r in TRAIN_ROWS]
     ids = torch.tensor([sum((e["input_ids"] for e in examples), [])])
     labels = torch.tensor([sum(([t if m else -100 for t, m in zip(e["input_ids"], e["completion_mask"])]
                                 for e in examples), [])])

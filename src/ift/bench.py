@@ -89,7 +89,7 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
     Answers are compared by generated token ids: the pythia-70m-shaped model generates from
     its 50k vocabulary, which the demo tokenizer (used for its prompts) cannot all decode.
     """
-    from ift.evaluation import _through_eos, decode_answers, generate_token_ids
+    from ift.evaluation import decode_answers, generate_token_ids
 
     generate_token_ids(model, tokenizer, prompts[:batch_size], max_new_tokens, batch_size, desc="warm-up")
     start = time.perf_counter()
@@ -103,8 +103,7 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
         theirs = [tutorial_inference(p, model, tokenizer, return_token_ids=True) for p in prompts]
     tutorial_seconds = time.perf_counter() - start
     tokenizer.padding_side = "left"
-    # The tutorial stops at EOS too, with nothing after it (batch of one).
-    theirs_ids = [_through_eos(ids, tokenizer.eos_token_id) for _, ids in theirs]
+    theirs_ids = [ids for _, ids in theirs]  # a batch of one ends at EOS: no padding after it
     # Whole answers can only be the same where both stopped at EOS before their (different) limits.
     both_stopped = [(a, b) for a, b in zip(ours_ids, theirs_ids)
                     if tokenizer.eos_token_id in a and tokenizer.eos_token_id in b]
@@ -307,7 +306,7 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     model = load_model(copy / "models/tuned")
     eval_tokenizer = load_tokenizer(copy / "models/tuned", padding_side="left")
     prompts = [row["input"] for row in read_jsonl(copy / "data/hydrated/test.jsonl")]
-    answers: dict[bool, list[str]] = {}
+    answers: dict[tuple[bool, bool], list[str]] = {}
 
     def eval_seconds(share_prefix: bool, autocast: bool) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):

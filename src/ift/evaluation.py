@@ -57,11 +57,11 @@ def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_tok
                   share_prefix: bool = True) -> dict:
     """generate() inputs for one batch, with the prompts' shared prefix computed once.
 
-    Prompts share the template's opening (and often the instruction), so the shared prefix
-    runs through the model once, at batch size 1, and its KV cache is repeated for every row
-    (`ift bench --levers`: "shared-prefix KV cache"). The padding goes between the prefix and
-    each row's own tokens, with the attention mask off on it; generate() numbers positions
-    by the mask, so every real token has the position it has in the plain left-padded batch.
+    Prompts share the template's opening, so the shared prefix runs through the model once,
+    at batch size 1, and its KV cache is repeated for every row (`ift bench --levers`:
+    "shared-prefix KV cache"). The padding goes between the prefix and each row's own tokens,
+    with the attention mask off on it; generate() numbers positions by the mask, so every
+    real token has the position it has in the plain left-padded batch.
     """
     from transformers import DynamicCache
 

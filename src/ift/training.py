@@ -139,9 +139,9 @@ def _sft_trainer_class() -> type:
     GPUs) dominated every training step on a CPU here: `ift bench --levers` measures it
     (reports/bench.md, "Levers"). The computation is the same (logits only where the next token has a
     label, summed negative log-likelihood divided by the number of labelled tokens in the
-    accumulated batch), as are the logged entropy and token accuracy: tests/test_answer_loss.py
-    checks them against the model's own loss and full logits, tests/test_packing.py packed
-    batches against padded ones.
+    accumulated batch), as are the logged entropy and token accuracy. tests/test_answer_loss.py
+    checks the loss against the model's own and the entropy against the full logits;
+    tests/test_packing.py checks packed batches against padded ones.
     """
     import torch
     import torch.nn.functional as F
