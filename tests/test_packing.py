@@ -8,8 +8,8 @@ import torch
 from tests.conftest import TRAIN_ROWS, sharpen, train_batch
 
 
-def batch_loss(model, tokenizer, padding_free: bool, tmp_path) -> float:
-    trainer, batch = train_batch(model, tokenizer, padding_free, tmp_path)
+def batch_loss(model, tokenizer, padding_free: bool, tmp_path, attn_implementation: str = "sdpa") -> float:
+    trainer, batch = train_batch(model, tokenizer, padding_free, tmp_path, attn_implementation)
     if padding_free:
         assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
     else:
@@ -18,10 +18,11 @@ def batch_loss(model, tokenizer, padding_free: bool, tmp_path) -> float:
         return float(trainer.compute_loss(model, batch))
 
 
-def test_packed_loss_equals_unpacked_loss(tiny_tokenizer, tiny_model, tmp_path):
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager", "packed_eager"])
+def test_packed_loss_equals_unpacked_loss(tiny_tokenizer, tiny_model, tmp_path, attn_implementation):
     sharpen(tiny_model)
     unpacked = batch_loss(tiny_model, tiny_tokenizer, False, tmp_path / "a")
-    packed = batch_loss(tiny_model, tiny_tokenizer, True, tmp_path / "b")
+    packed = batch_loss(tiny_model, tiny_tokenizer, True, tmp_path / "b", attn_implementation)
     assert packed == pytest.approx(unpacked, rel=1e-5)
 
 

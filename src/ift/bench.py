@@ -275,15 +275,24 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(copy / "models/base")
     demo = _demo_dataset(copy, tokenizer, params.train.max_length)
 
-    def tiny_step_seconds(change: dict) -> float:
+    def tiny_step_seconds(change: dict, dataset=demo, steps: int = 30) -> float:
         cfg = TrainConfig(**{**vars(params.train), **change})
-        return _step_seconds(load_model(copy / "models/base"), tokenizer, demo, cfg, steps=30)
+        return _step_seconds(load_model(copy / "models/base"), tokenizer, dataset, cfg, steps=steps)
 
-    tiny = _in_both_orders([("kept: padded random batches, eager attention, fused AdamW", {}),
-                            ("sdpa attention", {"attn_implementation": "sdpa"}),
-                            ("packed (padding_free)", {"padding_free": True}),
-                            ("length-grouped batches", {"train_sampling_strategy": "group_by_length"}),
+    padded = {"padding_free": False, "attn_implementation": "eager"}
+    tiny = _in_both_orders([("kept: packed random batches, packed_eager attention, fused AdamW", {}),
+                            ("packed, sdpa attention (over the whole row)", {"attn_implementation": "sdpa"}),
+                            ("packed, eager attention (over the whole row)", {"attn_implementation": "eager"}),
+                            ("padded random batches, eager attention", padded),
+                            ("padded length-grouped batches, eager attention",
+                             {**padded, "train_sampling_strategy": "group_by_length"}),
                             ("plain AdamW", {"optim": "adamw_torch"})], tiny_step_seconds)
+    # Packing pays most where lengths vary widely, as in real instruction data.
+    tiny_wide = synthetic_dataset([lengths for lengths in alpaca_like_lengths(32 * 9, seed=1)
+                                   if sum(lengths) <= params.train.max_length], len(tokenizer))
+    tiny_alpaca = _in_both_orders([("kept: packed, packed_eager attention", {}, tiny_wide, 8),
+                                   ("padded random batches, eager attention", padded, tiny_wide, 8)],
+                                  tiny_step_seconds)
     pythia_steps = 8  # alpaca-like batches vary a lot in length: fewer steps were too noisy
     alpaca = synthetic_dataset(alpaca_like_lengths(pythia_cfg.per_device_train_batch_size
                                                    * pythia_cfg.gradient_accumulation_steps * (pythia_steps + 1)),
@@ -301,7 +310,9 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                               ("fp32 instead of bf16 autocast", {"bf16": False}, None),
                               ("TRL's own tiled LM head", {}, SFTTrainer),
                               ("plain AdamW", {"optim": "adamw_torch"}, None),
-                              ("padded random batches", {"padding_free": False}, None)], pythia_tokens_per_second)
+                              ("padded random batches", {"padding_free": False}, None),
+                              ("packed_eager attention", {"attn_implementation": "packed_eager"}, None)],
+                             pythia_tokens_per_second)
 
     model = load_model(copy / "models/tuned")
     eval_tokenizer = load_tokenizer(copy / "models/tuned", padding_side="left")
@@ -325,6 +336,7 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     kept_name, *kept_key = eval_options[0]
     return {
         "tiny_train_seconds_per_step": tiny,
+        "tiny_alpaca_like_train_seconds_per_step": tiny_alpaca,
         "pythia70m_train_tokens_per_second": pythia,
         "tiny_eval": {name: {"speed_vs_kept": seconds[kept_name] / seconds[name],
                              "identical_answers": statistics.mean(
@@ -338,6 +350,9 @@ def levers_markdown(levers: dict[str, Any]) -> list[str]:
              "Each option ran twice, in the order listed and then in reverse; the numbers are the means.", "",
              "Tiny model, demo data, seconds per optimizer step:", ""]
     lines += [f"- {name}: {seconds:.3f}" for name, seconds in levers["tiny_train_seconds_per_step"].items()]
+    lines += ["", "Tiny model, alpaca-like lengths (up to train.max_length), seconds per optimizer step:", ""]
+    lines += [f"- {name}: {seconds:.3f}"
+              for name, seconds in levers["tiny_alpaca_like_train_seconds_per_step"].items()]
     lines += ["", "pythia-70m shape, alpaca-like lengths, train tokens/s:", ""]
     lines += [f"- {name}: {tps:.0f}" for name, tps in levers["pythia70m_train_tokens_per_second"].items()]
     lines += ["", "Tiny model eval, speed relative to the kept option (higher is faster) and the share of "

@@ -25,7 +25,7 @@ PARAMS_FILE = "params.yaml"
 CONFIG_DIR = "conf"
 CONFIG_NAME = "config"
 DATA_SOURCES = ("demo", "hub", "local")
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "packed_eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 @dataclass
@@ -102,15 +102,17 @@ class TrainConfig:
     save_steps: int = 100  # checkpoint every N steps, to resume a killed run; 0: never
     optim: str = "adamw_torch_fused"  # the usual choice on GPUs; mixed on CPU (ift bench --levers)
     # Pack each batch into one row: no padding (tests/test_packing.py proves no attention
-    # crosses examples). Pays for 70M+ models; for model=tiny on CPU it makes each step several
-    # times slower (attention kernels compute the whole packed row; `ift bench --levers`), so
-    # train/default turns it off.
+    # crosses examples). For the tiny model on CPU, pair it with attn_implementation=
+    # "packed_eager": transformers' sdpa and eager compute the whole packed row, which made its
+    # step several times slower; at pythia-70m size sdpa's row-wide kernel is still faster
+    # (`ift bench --levers`, both).
     padding_free: bool = True
     # "group_by_length" cuts padding without packing, but on the demo data length nearly
     # determines the task, so its batches are single-task and exact match drops (README).
     train_sampling_strategy: str = "random"
-    # Attention kernel while training (one of ATTN_IMPLEMENTATIONS, transformers' names):
-    # "sdpa" (PyTorch's fused kernels) or "eager" (plain matmul + softmax). Not saved with
+    # Attention kernel while training (one of ATTN_IMPLEMENTATIONS): transformers' "sdpa"
+    # (PyTorch's fused kernels) or "eager" (plain matmul + softmax), or ours, "packed_eager"
+    # (ift.attention: plain attention within each packed example, for CPUs). Not saved with
     # the model: eval and `ift ask` load it with transformers' default (sdpa where available).
     attn_implementation: str = "sdpa"
 

@@ -193,6 +193,8 @@ def make_trainer(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     set_seed(seed)
+    import ift.attention  # noqa: F401  (registers the packed_eager attention with transformers)
+
     model.set_attn_implementation(cfg.attn_implementation)  # a runtime choice: not saved with the model
     return _sft_trainer_class()(
         model=model,
@@ -327,8 +329,10 @@ def pretrain(
         # Random batches: grouping by length puts one kind of document in each batch (short
         # counting runs, long word lists), which left the pretraining loss far higher in a trial.
         train_sampling_strategy="random",
-        padding_free=False,  # short documents: packing would only make the attention slower on CPU
-        attn_implementation="eager",  # as train/default: faster than sdpa for this model on CPU
+        # As train/default. Documents vary from a few tokens to ~60: padded random batches were
+        # half padding, and packed steps ran ~10% faster here (a side-by-side trial).
+        padding_free=True,
+        attn_implementation="packed_eager",
         logging_steps=max(arch.pretrain_steps // 5, 1),
         save_steps=0,  # part of fetch, which is short: no checkpoints
     )
