@@ -11,9 +11,13 @@ row into its own block, as long as the batch's longest example, and computes pla
 
 Written by hand because neither PyTorch nor transformers has variable-length attention on
 CPU. Registered with transformers' AttentionInterface under `PACKED_EAGER`, so it is chosen
-like any other kernel (`train.attn_implementation`); rows without boundaries (padded
-batches, generation) go to transformers' sdpa attention with its own mask.
-tests/test_attention.py checks outputs and gradients against sdpa with a block-diagonal mask.
+like any other kernel (`train.attn_implementation`). Rows without a padding mask or KV cache
+(training rows, packed or not) take this path; masked rows and generation go to
+transformers' sdpa attention with its own mask. On GPUs, use flash_attention_2 instead (its
+kernels are variable-length; this path reads the boundaries on the host in every layer).
+Not the default: on the demo data packed rows cost more time than the padding they save
+(README, "Performance"). tests/test_attention.py checks outputs and gradients against sdpa
+with a block-diagonal mask.
 """
 
 from __future__ import annotations

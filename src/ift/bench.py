@@ -279,19 +279,19 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
         cfg = TrainConfig(**{**vars(params.train), **change})
         return _step_seconds(load_model(copy / "models/base"), tokenizer, dataset, cfg, steps=steps)
 
-    padded = {"padding_free": False, "attn_implementation": "eager"}
-    tiny = _in_both_orders([("kept: packed random batches, packed_eager attention, fused AdamW", {}),
-                            ("packed, sdpa attention (over the whole row)", {"attn_implementation": "sdpa"}),
-                            ("packed, eager attention (over the whole row)", {"attn_implementation": "eager"}),
-                            ("padded random batches, eager attention", padded),
-                            ("padded length-grouped batches, eager attention",
-                             {**padded, "train_sampling_strategy": "group_by_length"}),
+    packed = {"padding_free": True, "attn_implementation": "packed_eager"}
+    tiny = _in_both_orders([("kept: padded random batches, eager attention, fused AdamW", {}),
+                            ("sdpa attention", {"attn_implementation": "sdpa"}),
+                            ("packed, packed_eager attention (each example alone)", packed),
+                            ("packed, sdpa attention (over the whole row)",
+                             {"padding_free": True, "attn_implementation": "sdpa"}),
+                            ("length-grouped batches", {"train_sampling_strategy": "group_by_length"}),
                             ("plain AdamW", {"optim": "adamw_torch"})], tiny_step_seconds)
-    # Packing pays most where lengths vary widely, as in real instruction data.
+    # Where lengths vary widely, as in real instruction data, padding costs far more.
     tiny_wide = synthetic_dataset([lengths for lengths in alpaca_like_lengths(32 * 9, seed=1)
                                    if sum(lengths) <= params.train.max_length], len(tokenizer))
-    tiny_alpaca = _in_both_orders([("kept: packed, packed_eager attention", {}, tiny_wide, 8),
-                                   ("padded random batches, eager attention", padded, tiny_wide, 8)],
+    tiny_alpaca = _in_both_orders([("kept: padded random batches, eager attention", {}, tiny_wide, 8),
+                                   ("packed, packed_eager attention", packed, tiny_wide, 8)],
                                   tiny_step_seconds)
     pythia_steps = 8  # alpaca-like batches vary a lot in length: fewer steps were too noisy
     alpaca = synthetic_dataset(alpaca_like_lengths(pythia_cfg.per_device_train_batch_size

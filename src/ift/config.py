@@ -102,10 +102,9 @@ class TrainConfig:
     save_steps: int = 100  # checkpoint every N steps, to resume a killed run; 0: never
     optim: str = "adamw_torch_fused"  # the usual choice on GPUs; mixed on CPU (ift bench --levers)
     # Pack each batch into one row: no padding (tests/test_packing.py proves no attention
-    # crosses examples). For the tiny model on CPU, pair it with attn_implementation=
-    # "packed_eager": transformers' sdpa and eager compute the whole packed row, which made its
-    # step several times slower; at pythia-70m size sdpa's row-wide kernel is still faster
-    # (`ift bench --levers`, both).
+    # crosses examples). On CPU, transformers' sdpa and eager attention compute the whole packed
+    # row; attn_implementation="packed_eager" computes each example alone. For model=tiny on
+    # the demo data packing still costs time (README, "Performance"), so train/default pads.
     padding_free: bool = True
     # "group_by_length" cuts padding without packing, but on the demo data length nearly
     # determines the task, so its batches are single-task and exact match drops (README).
