@@ -16,6 +16,7 @@ shared, noisy machine) and written to reports/bench.json and reports/bench.md:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -251,6 +252,31 @@ def _step_seconds(model, tokenizer, dataset, cfg: TrainConfig, steps: int, train
     return (clock.end - clock.start) / (steps - 1)
 
 
+def tiny_demo_step_seconds(copy: Path, change: dict, steps: int = 30) -> float:
+    """Seconds per step of the tiny base model on the demo data with train/default + `change`."""
+    from ift.modeling import load_model, load_tokenizer
+
+    params = load_params(copy / "params.yaml")
+    tokenizer = load_tokenizer(copy / "models/base")
+    cfg = TrainConfig(**{**vars(params.train), **change})
+    dataset = _demo_dataset(copy, tokenizer, params.train.max_length)
+    return _step_seconds(load_model(copy / "models/base"), tokenizer, dataset, cfg, steps)
+
+
+def fresh_process_step_seconds(copy: Path, change: dict, steps: int = 100) -> float:
+    """tiny_demo_step_seconds in a new Python process, as a train stage runs.
+
+    Each matmul shape costs set-up time the first time a process meets it (oneDNN, for bf16
+    on CPU), and packed rows bring a new shape with nearly every batch; measured in one
+    long-running process, where shapes repeat, packing looked far cheaper than it is in a stage.
+    """
+    code = ("import json, sys; from pathlib import Path; from ift.bench import tiny_demo_step_seconds; "
+            "print(tiny_demo_step_seconds(Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])))")
+    out = subprocess.run([sys.executable, "-c", code, str(copy), json.dumps(change), str(steps)],
+                         check=True, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}).stdout
+    return float(out.split()[-1])
+
+
 def _in_both_orders(options: list[tuple], measure) -> dict[str, float]:
     """measure(*option[1:]) for each option, run in list order and then in reverse, averaged.
 
@@ -273,12 +299,6 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     from ift.modeling import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(copy / "models/base")
-    demo = _demo_dataset(copy, tokenizer, params.train.max_length)
-
-    def tiny_step_seconds(change: dict, dataset=demo, steps: int = 30) -> float:
-        cfg = TrainConfig(**{**vars(params.train), **change})
-        return _step_seconds(load_model(copy / "models/base"), tokenizer, dataset, cfg, steps=steps)
-
     packed = {"padding_free": True, "attn_implementation": "packed_eager"}
     tiny = _in_both_orders([("kept: padded random batches, eager attention, fused AdamW", {}),
                             ("sdpa attention", {"attn_implementation": "sdpa"}),
@@ -286,13 +306,21 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                             ("packed, sdpa attention (over the whole row)",
                              {"padding_free": True, "attn_implementation": "sdpa"}),
                             ("length-grouped batches", {"train_sampling_strategy": "group_by_length"}),
-                            ("plain AdamW", {"optim": "adamw_torch"})], tiny_step_seconds)
+                            ("plain AdamW", {"optim": "adamw_torch"})],
+                           lambda change: tiny_demo_step_seconds(copy, change))
+    tiny_fresh = _in_both_orders([("kept: padded random batches, eager attention", {}),
+                                  ("packed, packed_eager attention", packed)],
+                                 lambda change: fresh_process_step_seconds(copy, change))
     # Where lengths vary widely, as in real instruction data, padding costs far more.
     tiny_wide = synthetic_dataset([lengths for lengths in alpaca_like_lengths(32 * 9, seed=1)
                                    if sum(lengths) <= params.train.max_length], len(tokenizer))
-    tiny_alpaca = _in_both_orders([("kept: padded random batches, eager attention", {}, tiny_wide, 8),
-                                   ("packed, packed_eager attention", packed, tiny_wide, 8)],
-                                  tiny_step_seconds)
+
+    def tiny_wide_step_seconds(change: dict) -> float:
+        cfg = TrainConfig(**{**vars(params.train), **change})
+        return _step_seconds(load_model(copy / "models/base"), tokenizer, tiny_wide, cfg, steps=8)
+
+    tiny_alpaca = _in_both_orders([("kept: padded random batches, eager attention", {}),
+                                   ("packed, packed_eager attention", packed)], tiny_wide_step_seconds)
     pythia_steps = 8  # alpaca-like batches vary a lot in length: fewer steps were too noisy
     alpaca = synthetic_dataset(alpaca_like_lengths(pythia_cfg.per_device_train_batch_size
                                                    * pythia_cfg.gradient_accumulation_steps * (pythia_steps + 1)),
@@ -336,6 +364,7 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     kept_name, *kept_key = eval_options[0]
     return {
         "tiny_train_seconds_per_step": tiny,
+        "tiny_fresh_process_train_seconds_per_step": tiny_fresh,
         "tiny_alpaca_like_train_seconds_per_step": tiny_alpaca,
         "pythia70m_train_tokens_per_second": pythia,
         "tiny_eval": {name: {"speed_vs_kept": seconds[kept_name] / seconds[name],
@@ -350,6 +379,10 @@ def levers_markdown(levers: dict[str, Any]) -> list[str]:
              "Each option ran twice, in the order listed and then in reverse; the numbers are the means.", "",
              "Tiny model, demo data, seconds per optimizer step:", ""]
     lines += [f"- {name}: {seconds:.3f}" for name, seconds in levers["tiny_train_seconds_per_step"].items()]
+    lines += ["", "Tiny model, demo data, 100 steps in a new process for each option (as a train stage "
+              "runs: matmul shapes are new to it), seconds per optimizer step:", ""]
+    lines += [f"- {name}: {seconds:.3f}"
+              for name, seconds in levers["tiny_fresh_process_train_seconds_per_step"].items()]
     lines += ["", "Tiny model, alpaca-like lengths (up to train.max_length), seconds per optimizer step:", ""]
     lines += [f"- {name}: {seconds:.3f}"
               for name, seconds in levers["tiny_alpaca_like_train_seconds_per_step"].items()]
