@@ -252,26 +252,28 @@ def _step_seconds(model, tokenizer, dataset, cfg: TrainConfig, steps: int, train
     return (clock.end - clock.start) / (steps - 1)
 
 
-def tiny_demo_step_seconds(copy: Path, change: dict, steps: int = 30) -> float:
-    """Seconds per step of the tiny base model on the demo data with train/default + `change`."""
+def tiny_step_seconds(copy: Path, change: dict, steps: int = 30, dataset=None) -> float:
+    """Seconds per step of the tiny base model with train/default + `change`, on `dataset`
+    (tokenized with the base model's tokenizer; None: the demo's training split)."""
     from ift.modeling import load_model, load_tokenizer
 
     params = load_params(copy / "params.yaml")
     tokenizer = load_tokenizer(copy / "models/base")
     cfg = TrainConfig(**{**vars(params.train), **change})
-    dataset = _demo_dataset(copy, tokenizer, params.train.max_length)
+    if dataset is None:
+        dataset = _demo_dataset(copy, tokenizer, params.train.max_length)
     return _step_seconds(load_model(copy / "models/base"), tokenizer, dataset, cfg, steps)
 
 
 def fresh_process_step_seconds(copy: Path, change: dict, steps: int = 100) -> float:
-    """tiny_demo_step_seconds in a new Python process, as a train stage runs.
+    """tiny_step_seconds on the demo data in a new Python process, as a train stage runs.
 
     Each matmul shape costs set-up time the first time a process meets it (oneDNN, for bf16
     on CPU), and packed rows bring a new shape with nearly every batch; measured in one
     long-running process, where shapes repeat, packing looked far cheaper than it is in a stage.
     """
-    code = ("import json, sys; from pathlib import Path; from ift.bench import tiny_demo_step_seconds; "
-            "print(tiny_demo_step_seconds(Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])))")
+    code = ("import json, sys; from pathlib import Path; from ift.bench import tiny_step_seconds; "
+            "print(tiny_step_seconds(Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])))")
     out = subprocess.run([sys.executable, "-c", code, str(copy), json.dumps(change), str(steps)],
                          check=True, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}).stdout
     return float(out.split()[-1])
@@ -299,6 +301,7 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     from ift.modeling import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(copy / "models/base")
+    demo = _demo_dataset(copy, tokenizer, params.train.max_length)
     packed = {"padding_free": True, "attn_implementation": "packed_eager"}
     tiny = _in_both_orders([("kept: padded random batches, eager attention, fused AdamW", {}),
                             ("sdpa attention", {"attn_implementation": "sdpa"}),
@@ -307,20 +310,16 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                              {"padding_free": True, "attn_implementation": "sdpa"}),
                             ("length-grouped batches", {"train_sampling_strategy": "group_by_length"}),
                             ("plain AdamW", {"optim": "adamw_torch"})],
-                           lambda change: tiny_demo_step_seconds(copy, change))
+                           lambda change: tiny_step_seconds(copy, change, dataset=demo))
     tiny_fresh = _in_both_orders([("kept: padded random batches, eager attention", {}),
                                   ("packed, packed_eager attention", packed)],
                                  lambda change: fresh_process_step_seconds(copy, change))
     # Where lengths vary widely, as in real instruction data, padding costs far more.
     tiny_wide = synthetic_dataset([lengths for lengths in alpaca_like_lengths(32 * 9, seed=1)
                                    if sum(lengths) <= params.train.max_length], len(tokenizer))
-
-    def tiny_wide_step_seconds(change: dict) -> float:
-        cfg = TrainConfig(**{**vars(params.train), **change})
-        return _step_seconds(load_model(copy / "models/base"), tokenizer, tiny_wide, cfg, steps=8)
-
     tiny_alpaca = _in_both_orders([("kept: padded random batches, eager attention", {}),
-                                   ("packed, packed_eager attention", packed)], tiny_wide_step_seconds)
+                                   ("packed, packed_eager attention", packed)],
+                                  lambda change: tiny_step_seconds(copy, change, steps=8, dataset=tiny_wide))
     pythia_steps = 8  # alpaca-like batches vary a lot in length: fewer steps were too noisy
     alpaca = synthetic_dataset(alpaca_like_lengths(pythia_cfg.per_device_train_batch_size
                                                    * pythia_cfg.gradient_accumulation_steps * (pythia_steps + 1)),

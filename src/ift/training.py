@@ -330,7 +330,8 @@ def pretrain(
         # counting runs, long word lists), which left the pretraining loss far higher in a trial.
         train_sampling_strategy="random",
         # As train/default. The documents vary from a few tokens to ~60, so batches are half
-        # padding, but packed (packed_eager) made the fetch stage slower here (42.6 vs 31.7 s):
+        # padding, but packed (packed_eager) made the fetch stage slower here (42.6 vs 31.7 s,
+        # reports/bench.md at commits 930e58d and 8f00d7d):
         # each packed row has a new length, and each new matmul shape costs set-up time on CPU.
         padding_free=False,
         attn_implementation="eager",  # as train/default: faster than sdpa for this model on CPU
