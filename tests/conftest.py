@@ -53,14 +53,15 @@ def sharpen(model) -> None:
             weight.mul_(8)
 
 
-def train_batch(model, tokenizer, padding_free: bool, work_dir: Path, attn_implementation: str = "sdpa"):
+def train_batch(model, tokenizer, padding_free: bool, work_dir: Path, attn_implementation: str = "sdpa",
+                **train_overrides):
     """The pipeline's trainer over TRAIN_ROWS and all of them collated as one batch; model in eval mode."""
     from ift.config import TrainConfig
     from ift.training import build_dataset, make_trainer
 
     dataset, _ = build_dataset(TRAIN_ROWS, tokenizer, max_length=256, source="rows")
     cfg = TrainConfig(per_device_train_batch_size=len(TRAIN_ROWS), padding_free=padding_free, max_steps=1,
-                      bf16=False, attn_implementation=attn_implementation)
+                      bf16=False, attn_implementation=attn_implementation, **train_overrides)
     trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(TRAIN_ROWS))])
     model.eval()

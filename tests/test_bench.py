@@ -52,22 +52,31 @@ def test_alpaca_like_lengths_are_seeded_and_bounded():
     assert all(40 < prompt <= 440 and 1 <= answer <= 1000 for prompt, answer in lengths)
 
 
-class _Loader:
-    def __init__(self, batches):
-        self.batches = batches
+class _Trainer:
+    """What padding_waste uses of a trainer: its collator, applied by its dataloader."""
+
+    def __init__(self, collate, batches):
+        self.data_collator, self.batches = collate, batches
 
     def get_train_dataloader(self):
-        return self.batches
+        return [self.data_collator(examples) for examples in self.batches]
 
 
-def test_padding_waste_counts_masked_positions():
-    import torch
+def test_padding_waste_counts_what_the_collator_adds():
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    padded = {"input_ids": torch.zeros(2, 4), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])}
-    packed = {"input_ids": torch.zeros(1, 6), "position_ids": torch.tensor([[0, 1, 2, 0, 1, 2]])}
-    assert padding_waste(_Loader([padded])) == 2 / 8
-    assert padding_waste(_Loader([padded, packed])) == 2 / 14
+    from ift.packing import PackedRowPadding
 
+    examples = [{"input_ids": [5, 6, 7, 8]}, {"input_ids": [5, 6]}]
+    padded = DataCollatorForLanguageModeling(pad_token_id=0)
+    assert padding_waste(_Trainer(padded, [examples])) == 2 / 8
+    packed = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)
+    assert padding_waste(_Trainer(packed, [examples])) == 0
+    # A packed row of 6 tokens padded to 8 with a pad example: 2 of 8 tokens are padding.
+    assert padding_waste(_Trainer(PackedRowPadding(packed, 8, 0), [examples])) == 2 / 8
+    trainer = _Trainer(padded, [examples, examples[:1]])
+    assert padding_waste(trainer) == 2 / 12
+    assert trainer.data_collator is padded  # the trainer's own collator is back in place
 
 
 def test_levers_run_in_both_orders_and_average():

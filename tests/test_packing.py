@@ -8,8 +8,9 @@ import torch
 from tests.conftest import TRAIN_ROWS, sharpen, train_batch
 
 
-def batch_loss(model, tokenizer, padding_free: bool, tmp_path, attn_implementation: str = "sdpa") -> float:
-    trainer, batch = train_batch(model, tokenizer, padding_free, tmp_path, attn_implementation)
+def batch_loss(model, tokenizer, padding_free: bool, tmp_path, attn_implementation: str = "sdpa",
+               **train_overrides) -> float:
+    trainer, batch = train_batch(model, tokenizer, padding_free, tmp_path, attn_implementation, **train_overrides)
     if padding_free:
         assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
     else:
@@ -23,6 +24,19 @@ def test_packed_loss_equals_unpacked_loss(tiny_tokenizer, tiny_model, tmp_path, 
     sharpen(tiny_model)
     unpacked = batch_loss(tiny_model, tiny_tokenizer, False, tmp_path / "a")
     packed = batch_loss(tiny_model, tiny_tokenizer, True, tmp_path / "b", attn_implementation)
+    assert packed == pytest.approx(unpacked, rel=1e-5)
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "packed_eager"])
+def test_packed_row_padded_to_a_multiple_has_the_unpacked_loss(tiny_tokenizer, tiny_model, tmp_path,
+                                                              attn_implementation):
+    """train.pad_to_multiple_of with padding_free: the row's pad examples change nothing."""
+    sharpen(tiny_model)
+    unpacked = batch_loss(tiny_model, tiny_tokenizer, False, tmp_path / "a")
+    width = train_batch(tiny_model, tiny_tokenizer, True, tmp_path / "b")[1]["input_ids"].shape[1]
+    padded = train_batch(tiny_model, tiny_tokenizer, True, tmp_path / "b", pad_to_multiple_of=64)[1]
+    assert padded["input_ids"].shape[1] % 64 == 0 and padded["input_ids"].shape[1] > width
+    packed = batch_loss(tiny_model, tiny_tokenizer, True, tmp_path / "c", attn_implementation, pad_to_multiple_of=64)
     assert packed == pytest.approx(unpacked, rel=1e-5)
 
 

@@ -163,18 +163,27 @@ def synthetic_dataset(lengths: list[tuple[int, int]], vocab: int, seed: int = 0)
     return Dataset.from_list(rows)
 
 
-def _real_tokens(batch: dict) -> int:
-    """Non-padding tokens of a collated batch (a packed batch, without attention_mask, has none)."""
-    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+class _RealTokenCounter:
+    """A collator wrapper counting the tokens of the examples it is given: whatever else a
+    batch holds (padding, pad examples in a packed row) is what the collator added."""
+
+    def __init__(self, collate):
+        self.collate, self.counts = collate, []
+
+    def __call__(self, examples: list[dict]) -> dict:
+        self.counts.append(sum(len(example["input_ids"]) for example in examples))
+        return self.collate(examples)
 
 
 def padding_waste(trainer) -> float:
     """Padding tokens / all tokens in one epoch of the trainer's own dataloader and collator."""
-    total = real = 0
-    for batch in trainer.get_train_dataloader():
-        total += batch["input_ids"].numel()
-        real += _real_tokens(batch)
-    return (total - real) / total
+    counter = _RealTokenCounter(trainer.data_collator)
+    trainer.data_collator = counter
+    try:
+        total = sum(batch["input_ids"].numel() for batch in trainer.get_train_dataloader())
+    finally:
+        trainer.data_collator = counter.collate
+    return (total - sum(counter.counts)) / total
 
 
 def _timed_config(cfg: TrainConfig, steps: int) -> TrainConfig:
@@ -209,20 +218,12 @@ def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2) ->
     dataset = synthetic_dataset(alpaca_like_lengths(examples_per_step * (steps + 1)), vocab=len(tokenizer))
     cfg = _timed_config(cfg, steps)
     clock = _StepClock(warmup)
-    counted: list[int] = []
     with tempfile.TemporaryDirectory(prefix="ift-bench-train-") as work_dir:
         trainer = make_trainer(model, tokenizer, dataset, cfg, 0, Path(work_dir), [clock.callback])
-        collate = trainer.data_collator
-
-        def counting_collator(features):
-            batch = collate(features)
-            counted.append(_real_tokens(batch))
-            return batch
-
-        trainer.data_collator = counting_collator
+        counter = trainer.data_collator = _RealTokenCounter(trainer.data_collator)
         trainer.train()
     micro = cfg.gradient_accumulation_steps
-    tokens = sum(counted[warmup * micro: steps * micro])
+    tokens = sum(counter.counts[warmup * micro: steps * micro])
     seconds = clock.end - clock.start
     use_bf16 = bf16_supported(pick_device()) if cfg.bf16 is None else cfg.bf16
     peak = matmul_peak(torch.bfloat16 if use_bf16 else torch.float32)
@@ -302,23 +303,26 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
 
     tokenizer = load_tokenizer(copy / "models/base")
     demo = _demo_dataset(copy, tokenizer, params.train.max_length)
-    packed = {"padding_free": True, "attn_implementation": "packed_eager"}
-    tiny = _in_both_orders([("kept: padded random batches, eager attention, fused AdamW", {}),
-                            ("sdpa attention", {"attn_implementation": "sdpa"}),
-                            ("packed, packed_eager attention (each example alone)", packed),
-                            ("packed, sdpa attention (over the whole row)",
-                             {"padding_free": True, "attn_implementation": "sdpa"}),
-                            ("length-grouped batches", {"train_sampling_strategy": "group_by_length"}),
+    # train/default packs each batch into a row padded to a multiple of 64 (packed_eager attention).
+    padded = {"padding_free": False, "pad_to_multiple_of": None, "attn_implementation": "eager"}
+    unrounded = {"pad_to_multiple_of": None}
+    tiny = _in_both_orders([("kept: packed rows padded to a multiple of 64, packed_eager attention, fused AdamW", {}),
+                            ("packed rows as long as their examples", unrounded),
+                            ("packed, sdpa attention (over the whole row)", {"attn_implementation": "sdpa"}),
+                            ("padded random batches, eager attention", padded),
+                            ("padded random batches, sdpa attention", {**padded, "attn_implementation": "sdpa"}),
+                            ("padded length-grouped batches", {**padded, "train_sampling_strategy": "group_by_length"}),
                             ("plain AdamW", {"optim": "adamw_torch"})],
                            lambda change: tiny_step_seconds(copy, change, dataset=demo))
-    tiny_fresh = _in_both_orders([("kept: padded random batches, eager attention", {}),
-                                  ("packed, packed_eager attention", packed)],
+    tiny_fresh = _in_both_orders([("kept: packed rows padded to a multiple of 64", {}),
+                                  ("packed rows as long as their examples", unrounded),
+                                  ("padded random batches, eager attention", padded)],
                                  lambda change: fresh_process_step_seconds(copy, change))
     # Where lengths vary widely, as in real instruction data, padding costs far more.
     tiny_wide = synthetic_dataset([lengths for lengths in alpaca_like_lengths(32 * 9, seed=1)
                                    if sum(lengths) <= params.train.max_length], len(tokenizer))
-    tiny_alpaca = _in_both_orders([("kept: padded random batches, eager attention", {}),
-                                   ("packed, packed_eager attention", packed)],
+    tiny_alpaca = _in_both_orders([("kept: packed rows padded to a multiple of 64", {}),
+                                   ("padded random batches, eager attention", padded)],
                                   lambda change: tiny_step_seconds(copy, change, steps=8, dataset=tiny_wide))
     pythia_steps = 8  # alpaca-like batches vary a lot in length: fewer steps were too noisy
     alpaca = synthetic_dataset(alpaca_like_lengths(pythia_cfg.per_device_train_batch_size
@@ -338,7 +342,8 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                               ("TRL's own tiled LM head", {}, SFTTrainer),
                               ("plain AdamW", {"optim": "adamw_torch"}, None),
                               ("padded random batches", {"padding_free": False}, None),
-                              ("packed_eager attention", {"attn_implementation": "packed_eager"}, None)],
+                              ("packed_eager attention", {"attn_implementation": "packed_eager"}, None),
+                              ("packed rows padded to a multiple of 64", {"pad_to_multiple_of": 64}, None)],
                              pythia_tokens_per_second)
 
     model = load_model(copy / "models/tuned")

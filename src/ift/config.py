@@ -103,9 +103,12 @@ class TrainConfig:
     optim: str = "adamw_torch_fused"  # the usual choice on GPUs; mixed on CPU (ift bench --levers)
     # Pack each batch into one row: no padding (tests/test_packing.py proves no attention
     # crosses examples). On CPU, transformers' sdpa and eager attention compute the whole packed
-    # row; attn_implementation="packed_eager" computes each example alone. For model=tiny on
-    # the demo data packing still costs time (README, "Performance"), so train/default pads.
+    # row; attn_implementation="packed_eager" computes each example alone (train/default).
     padding_free: bool = True
+    # Pad each batch to a multiple of this many tokens (null: no more than needed). A packed
+    # row gets whole pad examples (ift.packing): few distinct row lengths, so few matmul
+    # shapes, each of which costs set-up time on CPU the first time a process meets it.
+    pad_to_multiple_of: int | None = None
     # "group_by_length" cuts padding without packing, but on the demo data length nearly
     # determines the task, so its batches are single-task and exact match drops (README).
     train_sampling_strategy: str = "random"
@@ -146,6 +149,8 @@ def _check_ranges(params: Params, source: str) -> None:
          t.gradient_accumulation_steps, "must be >= 1"),
         (0 <= t.warmup_ratio < 1, "train.warmup_ratio", t.warmup_ratio, "must be in [0, 1)"),
         (t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0"),
+        (t.pad_to_multiple_of is None or t.pad_to_multiple_of >= 1, "train.pad_to_multiple_of",
+         t.pad_to_multiple_of, "must be >= 1 or null"),
         (t.max_length >= 2, "train.max_length", t.max_length, "must be >= 2"),
         (t.logging_steps >= 1, "train.logging_steps", t.logging_steps, "must be >= 1"),
         (t.save_steps >= 0, "train.save_steps", t.save_steps, "must be >= 0 (0 turns checkpoints off)"),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ift.config import TinyModelConfig, TrainConfig
 from ift.errors import UserError
 from ift.modeling import IGNORE_INDEX, bf16_supported, encode_example, pick_device
+from ift.packing import PackedRowPadding
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -92,6 +93,8 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
         max_length=None,
         completion_only_loss=cfg.completion_only_loss,
         padding_free=cfg.padding_free,
+        # Packed rows are padded by ift.packing instead (make_trainer): TRL pads them token by token.
+        pad_to_multiple_of=None if cfg.padding_free else cfg.pad_to_multiple_of,
         optim=cfg.optim,
         train_sampling_strategy=cfg.train_sampling_strategy,
         bf16=use_bf16,
@@ -196,13 +199,17 @@ def make_trainer(
     import ift.attention  # noqa: F401  (registers the packed_eager attention with transformers)
 
     model.set_attn_implementation(cfg.attn_implementation)  # a runtime choice: not saved with the model
-    return _sft_trainer_class()(
+    trainer = _sft_trainer_class()(
         model=model,
         args=sft_config(cfg, seed, work_dir, len(dataset)),
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=callbacks or [],
     )
+    if cfg.padding_free and cfg.pad_to_multiple_of:
+        trainer.data_collator = PackedRowPadding(trainer.data_collator, cfg.pad_to_multiple_of,
+                                                 tokenizer.pad_token_id)
+    return trainer
 
 
 def run_sft(
