@@ -337,13 +337,14 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                                 trainer_class=trainer_class)
         return examples_per_step * tokens / seconds
 
-    pythia = _in_both_orders([("kept: bf16, LM head at labelled positions, fused AdamW, packed", {}, None),
+    pythia = _in_both_orders([("kept: bf16, LM head at labelled positions, fused AdamW, packed rows padded to a "
+                               "multiple of 64", {}, None),
                               ("fp32 instead of bf16 autocast", {"bf16": False}, None),
                               ("TRL's own tiled LM head", {}, SFTTrainer),
                               ("plain AdamW", {"optim": "adamw_torch"}, None),
-                              ("padded random batches", {"padding_free": False}, None),
-                              ("packed_eager attention", {"attn_implementation": "packed_eager"}, None),
-                              ("packed rows padded to a multiple of 64", {"pad_to_multiple_of": 64}, None)],
+                              ("packed rows as long as their examples", unrounded, None),
+                              ("padded random batches", {"padding_free": False, "pad_to_multiple_of": None}, None),
+                              ("packed_eager attention", {"attn_implementation": "packed_eager"}, None)],
                              pythia_tokens_per_second)
 
     model = load_model(copy / "models/tuned")

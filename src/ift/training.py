@@ -336,12 +336,14 @@ def pretrain(
         # Random batches: grouping by length puts one kind of document in each batch (short
         # counting runs, long word lists), which left the pretraining loss far higher in a trial.
         train_sampling_strategy="random",
-        # As train/default. The documents vary from a few tokens to ~60, so batches are half
-        # padding, but packed (packed_eager) made the fetch stage slower here (42.6 vs 31.7 s,
-        # reports/bench.md at commits 930e58d and 8f00d7d):
-        # each packed row has a new length, and each new matmul shape costs set-up time on CPU.
+        # Padded batches, though the documents vary from a few tokens to ~60, so batches are
+        # half padding. Packed rows as long as their documents made the fetch stage slower
+        # (42.6 vs 31.7 s, reports/bench.md at commits 930e58d and 8f00d7d: each new row length
+        # is a new matmul shape, which costs set-up time on CPU); packed rows padded to a
+        # multiple of 64, as in train/default, took about as long as padded batches in a trial
+        # (fetch stage 26.5 s twice vs 26.9 and 28.5 s), so pretraining keeps padded batches.
         padding_free=False,
-        attn_implementation="eager",  # as train/default: faster than sdpa for this model on CPU
+        attn_implementation="eager",  # faster than sdpa for this model on CPU (ift bench --levers)
         logging_steps=max(arch.pretrain_steps // 5, 1),
         save_steps=0,  # part of fetch, which is short: no checkpoints
     )
