@@ -73,7 +73,7 @@ def test_padding_waste_counts_what_the_collator_adds():
     packed = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)
     assert padding_waste(_Trainer(packed, [examples])) == 0
     # A packed row of 6 tokens padded to 8 with a pad example: 2 of 8 tokens are padding.
-    assert padding_waste(_Trainer(PackedRowPadding(packed, 8, 0), [examples])) == 2 / 8
+    assert padding_waste(_Trainer(PackedRowPadding(packed, 8), [examples])) == 2 / 8
     trainer = _Trainer(padded, [examples, examples[:1]])
     assert padding_waste(trainer) == 2 / 12
     assert trainer.data_collator is padded  # the trainer's own collator is back in place

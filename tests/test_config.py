@@ -79,6 +79,7 @@ def test_wrong_type_fails_with_key_name():
     ("train.per_device_train_batch_size=0", "train.per_device_train_batch_size"),
     ("eval.batch_size=0", "eval.batch_size"),
     ("train.attn_implementation=flash", "train.attn_implementation"),
+    ("train.pad_to_multiple_of=0", "train.pad_to_multiple_of"),
 ])
 def test_out_of_range_values_fail_with_key_name(override, key):
     with pytest.raises(UserError, match=key):

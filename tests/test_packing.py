@@ -34,10 +34,18 @@ def test_packed_row_padded_to_a_multiple_has_the_unpacked_loss(tiny_tokenizer, t
     sharpen(tiny_model)
     unpacked = batch_loss(tiny_model, tiny_tokenizer, False, tmp_path / "a")
     width = train_batch(tiny_model, tiny_tokenizer, True, tmp_path / "b")[1]["input_ids"].shape[1]
-    padded = train_batch(tiny_model, tiny_tokenizer, True, tmp_path / "b", pad_to_multiple_of=64)[1]
+    padded = train_batch(tiny_model, tiny_tokenizer, True, tmp_path / "c", pad_to_multiple_of=64)[1]
     assert padded["input_ids"].shape[1] % 64 == 0 and padded["input_ids"].shape[1] > width
-    packed = batch_loss(tiny_model, tiny_tokenizer, True, tmp_path / "c", attn_implementation, pad_to_multiple_of=64)
+    packed = batch_loss(tiny_model, tiny_tokenizer, True, tmp_path / "d", attn_implementation, pad_to_multiple_of=64)
     assert packed == pytest.approx(unpacked, rel=1e-5)
+
+
+def test_padded_batches_are_padded_to_the_multiple_by_trl(tiny_tokenizer, tiny_model, tmp_path):
+    """Without padding_free, train.pad_to_multiple_of goes to TRL's collator: wider rows, masked."""
+    width = train_batch(tiny_model, tiny_tokenizer, False, tmp_path / "a")[1]["input_ids"].shape[1]
+    _, batch = train_batch(tiny_model, tiny_tokenizer, False, tmp_path / "b", pad_to_multiple_of=64)
+    assert batch["input_ids"].shape[1] % 64 == 0 and batch["input_ids"].shape[1] > width
+    assert (batch["attention_mask"][:, width:] == 0).all()
 
 
 def test_packing_without_boundaries_would_differ(tiny_tokenizer, tiny_model):

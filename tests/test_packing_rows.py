@@ -15,7 +15,7 @@ def test_pad_examples_are_unlabelled_and_no_longer_than_the_longest_example():
 
 
 def test_packed_row_is_padded_to_the_multiple_with_separate_pad_examples():
-    collate = PackedRowPadding(DataCollatorForLanguageModeling(pad_token_id=1, padding_free=True), 8, 1)
+    collate = PackedRowPadding(DataCollatorForLanguageModeling(pad_token_id=1, padding_free=True), 8)
     batch = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}])
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 1, 1, 1]]
     # The pad example starts at position 0: an example of its own, which no other token sees.
@@ -25,6 +25,14 @@ def test_packed_row_is_padded_to_the_multiple_with_separate_pad_examples():
 
 
 def test_a_row_already_at_the_multiple_gets_no_padding():
-    collate = PackedRowPadding(DataCollatorForLanguageModeling(pad_token_id=1, padding_free=True), 5, 1)
+    collate = PackedRowPadding(DataCollatorForLanguageModeling(pad_token_id=1, padding_free=True), 5)
     batch = collate([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])
     assert batch["input_ids"].shape == torch.Size([1, 5])
+
+
+def test_padding_longer_than_the_longest_example_is_split_into_several_pad_examples():
+    collate = PackedRowPadding(DataCollatorForLanguageModeling(pad_token_id=1, padding_free=True), 8)
+    batch = collate([{"input_ids": [5, 6], "labels": [5, 6]}, {"input_ids": [7], "labels": [7]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 1, 1, 1, 1, 1]]
+    assert batch["cu_seq_lens_q"].tolist() == [0, 2, 3, 5, 7, 8]  # pad examples of 2, 2 and 1
+    assert batch["max_length_q"] == 2  # no attention block grows

@@ -101,9 +101,10 @@ class TrainConfig:
     logging_steps: int = 10
     save_steps: int = 100  # checkpoint every N steps, to resume a killed run; 0: never
     optim: str = "adamw_torch_fused"  # the usual choice on GPUs; mixed on CPU (ift bench --levers)
-    # Pack each batch into one row: no padding (tests/test_packing.py proves no attention
-    # crosses examples). On CPU, transformers' sdpa and eager attention compute the whole packed
-    # row; attn_implementation="packed_eager" computes each example alone (train/default).
+    # Pack each batch into one row: no padding between examples (tests/test_packing.py proves
+    # no attention crosses examples). On CPU, transformers' sdpa and eager attention compute
+    # the whole packed row; attn_implementation="packed_eager" computes each example alone
+    # (train/default).
     padding_free: bool = True
     # Pad each batch to a multiple of this many tokens (null: no more than needed). A packed
     # row gets whole pad examples (ift.packing): few distinct row lengths, so few matmul

@@ -7,19 +7,23 @@ fresh process (`ift bench --levers`). Padding each packed row up to a multiple o
 few distinct lengths.
 
 Written by hand because TRL's own `pad_to_multiple_of` pads a packed row with position ids
-of 0, so each pad token becomes an example of its own: the number of examples per row then
-varies, and so do the shapes of packed_eager's attention blocks. Here the padding is one or
-more pad examples, none longer than the row's longest example (a longer one would enlarge
-every attention block); their labels are -100, so they add nothing to the loss or to the
+of 0, so each pad token becomes an example of its own: up to N-1 one-token examples per row,
+each a whole block (as long as the row's longest example) in packed_eager's attention. In a
+trial here (100 demo steps in a new process, before this module) that took 8.0 s against
+6.25 s with one pad example and 5.7 s for padded batches. Here the padding is one or more
+pad examples, none longer than the row's longest example (a longer one would enlarge every
+attention block); their labels are -100, so they add nothing to the loss or to the
 labelled-token count, and they attend to nothing but themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ift.modeling import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 
 def pad_examples(count: int, longest: int, pad_token_id: int) -> list[dict[str, list[int]]]:
@@ -33,12 +37,13 @@ def pad_examples(count: int, longest: int, pad_token_id: int) -> list[dict[str, 
 
 
 class PackedRowPadding:
-    """A padding-free collator whose packed row is padded to a multiple of `multiple` tokens."""
+    """TRL's padding-free collator, its packed row padded to a multiple of `multiple` tokens
+    with its own pad token."""
 
-    def __init__(self, collate: Callable[[list[dict]], dict[str, Any]], multiple: int, pad_token_id: int):
-        self.collate, self.multiple, self.pad_token_id = collate, multiple, pad_token_id
+    def __init__(self, collate: DataCollatorForLanguageModeling, multiple: int):
+        self.collate, self.multiple = collate, multiple
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         lengths = [len(example["input_ids"]) for example in examples]
         missing = -sum(lengths) % self.multiple
-        return self.collate([*examples, *pad_examples(missing, max(lengths), self.pad_token_id)])
+        return self.collate([*examples, *pad_examples(missing, max(lengths), self.collate.pad_token_id)])

@@ -207,8 +207,7 @@ def make_trainer(
         callbacks=callbacks or [],
     )
     if cfg.padding_free and cfg.pad_to_multiple_of:
-        trainer.data_collator = PackedRowPadding(trainer.data_collator, cfg.pad_to_multiple_of,
-                                                 tokenizer.pad_token_id)
+        trainer.data_collator = PackedRowPadding(trainer.data_collator, cfg.pad_to_multiple_of)
     return trainer
 
 
@@ -339,9 +338,10 @@ def pretrain(
         # Padded batches, though the documents vary from a few tokens to ~60, so batches are
         # half padding. Packed rows as long as their documents made the fetch stage slower
         # (42.6 vs 31.7 s, reports/bench.md at commits 930e58d and 8f00d7d: each new row length
-        # is a new matmul shape, which costs set-up time on CPU); packed rows padded to a
+        # is a new matmul shape, which costs set-up time on CPU). Packed rows padded to a
         # multiple of 64, as in train/default, took about as long as padded batches in a trial
-        # (fetch stage 26.5 s twice vs 26.9 and 28.5 s), so pretraining keeps padded batches.
+        # (fetch stage: packed 26.6 and 26.5 s, padded 28.5 and 26.9 s), within the noise, so
+        # pretraining keeps padded batches and its base model stays as it was.
         padding_free=False,
         attn_implementation="eager",  # faster than sdpa for this model on CPU (ift bench --levers)
         logging_steps=max(arch.pretrain_steps // 5, 1),
