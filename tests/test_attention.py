@@ -14,6 +14,11 @@ def _qkv(seed: int = 0, heads: int = 2, head_dim: int = 4):
     return [(3 * torch.randn(shape, generator=generator)).requires_grad_() for _ in range(3)]
 
 
+def _cu_seq_lens() -> torch.Tensor:
+    """The examples' start offsets and the total length, as TRL's padding-free collator passes them."""
+    return torch.tensor([0, *torch.tensor(LENGTHS).cumsum(0).tolist()], dtype=torch.int32)
+
+
 def _block_diagonal_causal() -> torch.Tensor:
     example = torch.repeat_interleave(torch.arange(len(LENGTHS)), torch.tensor(LENGTHS))
     tokens = len(example)
@@ -23,7 +28,7 @@ def _block_diagonal_causal() -> torch.Tensor:
 def test_packed_rows_match_a_block_diagonal_mask_in_outputs_and_gradients():
     module = torch.nn.Module().eval()
     q, k, v = _qkv()
-    cu_seq_lens = torch.tensor([0, *torch.tensor(LENGTHS).cumsum(0).tolist()], dtype=torch.int32)
+    cu_seq_lens = _cu_seq_lens()
     ours, _ = packed_eager_attention(module, q, k, v, None, scaling=0.5, cu_seq_lens_q=cu_seq_lens)
     reference = torch.nn.functional.scaled_dot_product_attention(
         q, k, v, attn_mask=_block_diagonal_causal(), scale=0.5).transpose(1, 2)
@@ -49,7 +54,7 @@ def test_the_check_can_fail_one_causal_row_differs():
 
 def test_boundaries_from_position_ids_match_the_collators():
     q, k, v = _qkv()
-    cu_seq_lens = torch.tensor([0, *torch.tensor(LENGTHS).cumsum(0).tolist()], dtype=torch.int32)
+    cu_seq_lens = _cu_seq_lens()
     position_ids = torch.cat([torch.arange(n) for n in LENGTHS])[None]
     module = torch.nn.Module().eval()
     from_collator, _ = packed_eager_attention(module, q, k, v, None, cu_seq_lens_q=cu_seq_lens)

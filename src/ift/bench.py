@@ -270,8 +270,9 @@ def fresh_process_step_seconds(copy: Path, change: dict, steps: int = 100) -> fl
     """tiny_step_seconds on the demo data in a new Python process, as a train stage runs.
 
     Each matmul shape costs set-up time the first time a process meets it (oneDNN, for bf16
-    on CPU), and packed rows bring a new shape with nearly every batch; measured in one
-    long-running process, where shapes repeat, packing looked far cheaper than it is in a stage.
+    on CPU), and unrounded packed rows bring a new shape with nearly every batch; measured in
+    one long-running process, where shapes repeat, they looked far cheaper than they are in a
+    stage.
     """
     code = ("import json, sys; from pathlib import Path; from ift.bench import tiny_step_seconds; "
             "print(tiny_step_seconds(Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])))")
