@@ -1,6 +1,13 @@
 import json
+import subprocess
+import sys
 
-from ift.verify import _numbers, compare_metrics, format_table
+import pytest
+
+from ift.bench import refuse_uncommitted
+from ift.errors import UserError
+from ift.verify import _numbers, compare_metrics, export_head, format_table, stale_reasons, subprocess_env
+from tests.conftest import ROOT
 
 
 def write(root, name, data):
@@ -30,3 +37,40 @@ def test_missing_reproduced_file_fails(tmp_path):
     write(tmp_path / "c", "baseline", {"exact_match": 0.1})
     rows, ok = compare_metrics(tmp_path / "c", tmp_path / "r", tolerance=1.0)
     assert not ok and rows[0][3] is None
+
+
+def _git_repo(root, files):
+    """A git repo at `root` with `files` ({relative path: text}) committed."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+
+
+def test_the_rebuild_imports_the_copys_own_code_not_the_checkouts(tmp_path):
+    repo, copy = tmp_path / "repo", tmp_path / "copy"
+    repo.mkdir(), copy.mkdir()
+    _git_repo(repo, {"src/ift/__init__.py": "MARK = 'committed'\n"})
+    export_head(repo, copy)
+    out = subprocess.run([sys.executable, "-c", "import ift; print(ift.MARK, ift.__file__)"], cwd=copy,
+                         env=subprocess_env(copy), capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["committed", str(copy / "src/ift/__init__.py")]
+
+
+def test_stale_reasons_name_a_changed_code_dependency(tmp_path):
+    export_head(ROOT, tmp_path)
+    assert stale_reasons(tmp_path) == []
+    with open(tmp_path / "src/ift/prompts.py", "a") as handle:
+        handle.write("\n# changed\n")
+    assert any("src/ift/prompts.py" in reason for reason in stale_reasons(tmp_path))
+
+
+def test_bench_refuses_uncommitted_measured_code(tmp_path):
+    _git_repo(tmp_path, {"src/ift/x.py": "a = 1\n", "reports/bench.md": "old\n"})
+    (tmp_path / "reports/bench.md").write_text("new\n")  # a previous bench's output: fine
+    refuse_uncommitted(tmp_path)
+    (tmp_path / "src/ift/x.py").write_text("a = 2\n")
+    with pytest.raises(UserError, match=r"src/ift/x.py.*commit or stash"):
+        refuse_uncommitted(tmp_path)

@@ -422,7 +422,7 @@ def bench_pipeline(copy: Path) -> dict[str, Any]:
     """Per-stage wall time and peak memory of the default pipeline from scratch; a no-op repro."""
     from ift.verify import subprocess_env
 
-    env = subprocess_env()
+    env = subprocess_env(copy)
     stages = {}
     for stage in STAGES:
         seconds, peak = _measured(["dvc", "repro", "--single-item", stage], copy, env)
@@ -449,7 +449,7 @@ def bench_whole_process(copy: Path, repeats: int = 3) -> dict[str, Any]:
     """Wall time of the tutorial's loop as a process vs `dvc repro -f -s tuned_eval` (medians, alternated)."""
     from ift.verify import subprocess_env
 
-    env = subprocess_env()
+    env = subprocess_env(copy)
     tutorial, ours = [], []
     for _ in range(repeats):
         tutorial.append(_measured([sys.executable, "-c", _TUTORIAL_PROCESS], copy, env)[0])
@@ -531,6 +531,21 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What the measurements run: the pipeline from a copy of HEAD, the rest from this checkout.
+MEASURED_PATHS = ("src", "stages", "conf", "params.yaml", "dvc.yaml", "dvc.lock")
+
+
+def refuse_uncommitted(repo: Path) -> None:
+    """A UserError if the measured code differs from HEAD: the pipeline would run HEAD's code
+    and the in-process measurements this checkout's, and the report could match neither."""
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *MEASURED_PATHS],
+                            cwd=repo, capture_output=True, text=True)
+    changed = [line[3:] for line in status.stdout.splitlines()]
+    if changed:
+        raise UserError(f"{repo}: uncommitted changes in {', '.join(changed)}; `ift bench` measures the "
+                        "committed code: commit or stash them first")
+
+
 def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: bool = False) -> dict[str, Any]:
     """All measurements; writes out_dir/bench.json and out_dir/bench.md."""
     from ift.config import compose, validate
@@ -539,6 +554,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
     from ift.training import make_trainer
     from ift.verify import export_head
 
+    refuse_uncommitted(repo)
     copy = Path(tempfile.mkdtemp(prefix="ift-bench-"))
     try:
         export_head(repo, copy)
@@ -556,7 +572,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
                             params.eval.max_new_tokens, params.eval.batch_size)
 
         print(f"train: pythia-70m shape with train={train_preset}", file=sys.stderr, flush=True)
-        train_cfg = validate(compose([f"train={train_preset}"], repo / "conf")).train
+        train_cfg = validate(compose([f"train={train_preset}"], copy / "conf")).train
         train = bench_train(tokenizer, train_cfg)
         # Padding waste with the train settings each kind of data is used with: the demo with
         # train/default (model=tiny), alpaca-like lengths with train/<train_preset>.

@@ -24,14 +24,18 @@ DEFAULT_TOLERANCE = 1e-6  # same machine: the CPU run is deterministic (see READ
 METRICS_GLOB = "reports/*/metrics.json"
 
 
-def subprocess_env() -> dict[str, str]:
-    """The environment for running `dvc` and the stages from this interpreter's environment."""
+def subprocess_env(copy: Path) -> dict[str, str]:
+    """The environment for running `dvc` and the stages of `copy` from this interpreter's environment.
+
+    PYTHONPATH puts the copy's own `src` first: the editable install would otherwise import
+    `ift` from the checkout the command runs in, uncommitted edits included.
+    """
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1"}
+            "PYTHONPATH": str(copy / "src"), "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1"}
 
 
 def _run(cmd: list[str], cwd: Path, capture: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(), text=True, capture_output=capture)
+    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(cwd), text=True, capture_output=capture)
 
 
 def export_head(repo: Path, dest: Path) -> None:
