@@ -4,8 +4,8 @@
     python stages/evaluate.py models/tuned data/hydrated/test.jsonl reports/tuned \
         --baseline reports/baseline --base-model models/base --comparison reports/comparison.md
 
-Reads params: eval. Writes OUT_DIR/metrics.json and OUT_DIR/predictions.jsonl; with
---baseline, also the comparison report and its plot data. Timings go to
+Reads params: eval, model.trust_remote_code. Writes OUT_DIR/metrics.json and
+OUT_DIR/predictions.jsonl; with --baseline, also the comparison report and its plot data. Timings go to
 reports/timings/ (they vary run to run, so they are not DVC outputs).
 """
 
@@ -37,27 +37,33 @@ def main() -> None:
     parser.add_argument("--comparison", type=Path, help="where to write the Markdown comparison")
     args = parser.parse_args()
     set_offline()
-    cfg = load_params().eval
+    params = load_params()
+    cfg = params.eval
     started = time.perf_counter()
 
-    tokenizer = load_tokenizer(args.model_dir, padding_side="left")
-    model = load_model(args.model_dir)
+    trust = params.model.trust_remote_code
+    tokenizer = load_tokenizer(args.model_dir, padding_side="left", trust_remote_code=trust)
+    model = load_model(args.model_dir, trust_remote_code=trust)
     rows = read_jsonl(args.test_file)[: cfg.limit]
     metrics, predictions = evaluate(model, tokenizer, rows, cfg.max_new_tokens, cfg.batch_size,
                                     desc=f"eval {args.model_dir}")
 
+    # Everything is computed before the first output is replaced: a failure leaves the old ones.
+    comparison = None
+    if args.baseline and args.comparison:
+        base_name = read_json(args.base_model / "metadata.json")["name_or_path"] if args.base_model else "base"
+        comparison = comparison_markdown(
+            read_json(args.baseline / "metrics.json"), metrics,
+            read_jsonl(args.baseline / "predictions.jsonl"), predictions, cfg.report_examples,
+            baseline_name=base_name, tuned_name=f"{base_name} finetuned ({args.model_dir})")
     with atomic_dir(args.out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(tmp / "predictions.jsonl", predictions)
         if args.baseline:
             baseline = read_json(args.baseline / "metrics.json")
             write_json(tmp / "comparison_plot.json", comparison_plot_rows(baseline, metrics))
-    if args.baseline and args.comparison:
-        base_name = read_json(args.base_model / "metadata.json")["name_or_path"] if args.base_model else "base"
-        write_text(args.comparison, comparison_markdown(
-            read_json(args.baseline / "metrics.json"), metrics,
-            read_jsonl(args.baseline / "predictions.jsonl"), predictions, cfg.report_examples,
-            baseline_name=base_name, tuned_name=f"{base_name} finetuned ({args.model_dir})"))
+    if comparison is not None:
+        write_text(args.comparison, comparison)
     seconds = time.perf_counter() - started
     write_json(TIMINGS_DIR / f"{args.out_dir.name}.json",
                {"seconds": round(seconds, 3), "examples": len(rows),

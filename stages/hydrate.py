@@ -2,7 +2,7 @@
 
     python stages/hydrate.py data/raw models/base data/hydrated
 
-Writes OUT_DIR/train.jsonl, OUT_DIR/test.jsonl and OUT_DIR/stats.json (rows in/out,
+Reads params: model.trust_remote_code. Writes OUT_DIR/train.jsonl, OUT_DIR/test.jsonl and OUT_DIR/stats.json (rows in/out,
 dropped rows and why, token-length percentiles with the base model's tokenizer).
 """
 
@@ -10,6 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from ift.config import load_params
 from ift.data import drop_unusable, require_usable, token_length_stats
 from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args()
     set_offline()
-    tokenizer = load_tokenizer(args.model_dir)
+    tokenizer = load_tokenizer(args.model_dir, trust_remote_code=load_params().model.trust_remote_code)
 
     stats = {}
     with atomic_dir(args.out_dir) as tmp:

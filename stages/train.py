@@ -3,7 +3,7 @@
     python stages/train.py models/base data/hydrated/train.jsonl models/tuned reports/train \
         --data-meta data/raw/metadata.json
 
-Reads params: seed, train. Writes the tuned model (save_pretrained layout, safetensors)
+Reads params: seed, train, model.trust_remote_code. Writes the tuned model (save_pretrained layout, safetensors)
 with a model card (README.md), and the training metrics and loss curves (dvclive) into
 REPORTS_DIR.
 """
@@ -13,17 +13,18 @@ import logging
 import shutil
 from pathlib import Path
 
-from ift.config import as_dict, load_params
+import ift
+from ift.config import PARAMS_FILE, as_dict, load_params
 from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_text
 from ift.modeling import load_model, load_tokenizer, save_model
 from ift.report import model_card
-from ift.training import build_dataset, finetune, run_key
+from ift.training import build_dataset, check_trainer_choices, finetune, run_key
 
 log = logging.getLogger("ift.train")
 # Checkpoints live outside DVC's outputs (so the run cache still works), keyed by the
-# stage's inputs: a rerun with the same inputs resumes, a changed input starts afresh.
+# stage's inputs and code: a rerun with the same inputs resumes, a changed input starts afresh.
 CHECKPOINTS = Path(".checkpoints")
 
 
@@ -38,15 +39,18 @@ def main() -> None:
     args = parser.parse_args()
     set_offline()
     params = load_params()
+    check_trainer_choices(params.train, PARAMS_FILE)
 
-    tokenizer = load_tokenizer(args.base_dir)
-    model = load_model(args.base_dir)
+    tokenizer = load_tokenizer(args.base_dir, trust_remote_code=params.model.trust_remote_code)
+    model = load_model(args.base_dir, trust_remote_code=params.model.trust_remote_code)
     dataset, stats = build_dataset(read_jsonl(args.train_file), tokenizer, params.train.max_length,
                                    source=str(args.train_file))
     log.info("training on %d examples (%d tokens, %d of them answer tokens)",
              stats["examples"], stats["tokens"], stats["answer_tokens"])
 
-    work_dir = CHECKPOINTS / f"train-{run_key(params.seed, params.train, [args.base_dir, args.train_file])}"
+    # Code is an input too: a checkpoint of other code is not resumed (the whole package, to be safe).
+    code = [Path(__file__), *sorted(Path(ift.__file__).parent.glob("*.py"))]
+    work_dir = CHECKPOINTS / f"train-{run_key(params.seed, params.train, [args.base_dir, args.train_file, *code])}"
     with atomic_dir(args.reports_dir) as reports_tmp, atomic_dir(args.out_dir) as model_tmp:
         result = finetune(model, tokenizer, dataset, params.train, params.seed, work_dir, reports_tmp)
         save_model(model, tokenizer, model_tmp)

@@ -5,6 +5,7 @@ import yaml
 
 from ift.config import Params, compose, load_params, to_yaml, validate, write_params
 from ift.errors import UserError
+from ift.training import check_trainer_choices
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -28,6 +29,7 @@ def test_every_preset_composes_and_validates(group):
         cfg = compose(overrides, CONF)
         params = validate(cfg)
         assert isinstance(params, Params)
+        check_trainer_choices(params.train, name)  # the names transformers must know
 
 
 @pytest.mark.parametrize("group", ["model", "data", "train", "eval"])
@@ -80,10 +82,19 @@ def test_wrong_type_fails_with_key_name():
     ("eval.batch_size=0", "eval.batch_size"),
     ("train.attn_implementation=flash", "train.attn_implementation"),
     ("train.pad_to_multiple_of=0", "train.pad_to_multiple_of"),
+    ("data.demo.num_examples=1", "data.demo.num_examples"),
 ])
 def test_out_of_range_values_fail_with_key_name(override, key):
     with pytest.raises(UserError, match=key):
         compose_and_validate([override])
+
+
+@pytest.mark.parametrize("key, typo", [("optim", "adamw_torch_fsued"), ("lr_scheduler_type", "cosin"),
+                                       ("train_sampling_strategy", "group_by_lenght")])
+def test_trainer_choice_typos_fail_with_key_name_and_choices(key, typo):
+    train = compose_and_validate([f"train.{key}={typo}"]).train
+    with pytest.raises(UserError, match=rf"params.yaml: train.{key}={typo} must be one of .*\b{getattr(Params().train, key)}\b"):
+        check_trainer_choices(train, "params.yaml")
 
 
 def test_unknown_preset_lists_choices():

@@ -1,4 +1,7 @@
+import pytest
+
 from ift import demo
+from ift.errors import UserError
 
 
 def test_generate_is_deterministic():
@@ -26,6 +29,8 @@ def test_answers_follow_from_instruction_and_input():
             assert r["output"] == str(len(words))
         elif r["instruction"].startswith("What is the first word"):
             assert r["output"] == words[0]
+        elif r["instruction"].startswith("What is the second word"):
+            assert r["output"] == words[1]
         elif r["instruction"].startswith("What is the last word"):
             assert r["output"] == words[-1]
         elif r["instruction"].endswith(" plus one?"):
@@ -38,14 +43,17 @@ def test_answers_follow_from_instruction_and_input():
             category = r["instruction"][len("Which word in the list is "):-1]
             members = [w for w in r["input"].split(", ") if w in demo.CATEGORIES[category]]
             assert members == [r["output"]]
+        elif r["instruction"].startswith("Write the words ") and r["instruction"].endswith(" in reverse order."):
+            _, _, _, first, _, second, *_ = r["instruction"].split()
+            assert r["output"] == f"{second} {first}"
+        else:
+            pytest.fail(f"no check for the task of {r['instruction']!r}")
 
 
 def test_too_many_examples_fail_clearly(monkeypatch):
-    import pytest
-
     monkeypatch.setattr(demo, "TASKS", (demo.repeat_word,))  # 48 words x 3 counts = 144 pairs
     assert len(demo.generate(144, seed=0)) == 144
-    with pytest.raises(ValueError, match="cannot generate"):
+    with pytest.raises(UserError, match=r"data.demo.num_examples=145: .* only 144 .*num_examples=144"):
         demo.generate(145, seed=0)
 
 

@@ -31,3 +31,32 @@ def test_write_json_and_jsonl_roundtrip(tmp_path):
     assert read_jsonl(tmp_path / "d.jsonl") == rows
     write_json(tmp_path / "m.json", {"a": 1})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
+
+
+def test_outputs_get_the_usual_permissions_not_owner_only(tmp_path):
+    import os
+
+    old_umask = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "w.bin").write_bytes(b"x")
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_tree_moved_aside_by_a_killed_swap_comes_back(tmp_path):
+    (tmp_path / ".out.old-4242").mkdir()  # killed between moving the old tree aside and the new in
+    (tmp_path / ".out.old-4242" / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "out"):
+        raise RuntimeError("this run fails too")
+    assert (tmp_path / "out" / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_killed_file_write_is_swept_by_the_next(tmp_path):
+    (tmp_path / ".m.json.abc123.tmp").write_text("half")
+    write_json(tmp_path / "m.json", {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]

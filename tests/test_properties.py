@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from ift.evaluation import IGNORE_INDEX
 from ift.modeling import encode_example
-from ift.prompts import format_prompt, hydrate
+from ift.prompts import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, format_prompt, hydrate
 
 texts = st.text(max_size=2000)  # any unicode, braces, template text, empty
 
@@ -18,8 +18,9 @@ def test_hydrate_never_raises_and_keeps_the_text(instruction, input, output):
     assert f"### Instruction:\n{instruction}\n\n" in row["input"]
     if input is not None and input.strip():
         assert f"### Input:\n{input}\n\n### Response:" in row["input"]
-    else:
-        assert "### Input:" not in row["input"][: row["input"].index("### Instruction:")]
+        assert row["input"].startswith(PROMPT_WITH_INPUT.split("{instruction}")[0])
+    else:  # the template without an input section, word for word
+        assert row["input"] == PROMPT_NO_INPUT.format(instruction=instruction)
 
 
 @given(instruction=st.text(alphabet="{}#:\n abc", max_size=50))

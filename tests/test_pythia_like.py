@@ -100,3 +100,28 @@ def test_unreachable_hub_id_is_one_clear_line(tmp_path):
     message = str(info.value)
     assert "\n" not in message
     assert "EleutherAI/pythia-70m" in message and "model=tiny data=demo" in message
+
+
+def save_with_own_code(directory):
+    """A Pythia-like model whose config points at modeling code shipped in its directory."""
+    import json
+
+    save_pythia_like(directory)
+    (directory / "custom_neox.py").write_text(
+        "from transformers import GPTNeoXConfig, GPTNeoXForCausalLM\n\n\n"
+        "class CustomNeoXConfig(GPTNeoXConfig):\n    model_type = 'custom_neox'\n\n\n"
+        "class CustomNeoXForCausalLM(GPTNeoXForCausalLM):\n    config_class = CustomNeoXConfig\n")
+    config = json.loads((directory / "config.json").read_text())
+    config.update(model_type="custom_neox", auto_map={"AutoConfig": "custom_neox.CustomNeoXConfig",
+                                                      "AutoModelForCausalLM": "custom_neox.CustomNeoXForCausalLM"})
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_a_model_with_its_own_code_loads_only_with_trust_remote_code(tmp_path):
+    directory = save_with_own_code(tmp_path / "m")
+    with pytest.raises(UserError, match=r"config.json: the model runs code of its own.*model.trust_remote_code=true"):
+        load_model(directory)
+    model = load_model(directory, trust_remote_code=True)
+    assert type(model).__name__ == "CustomNeoXForCausalLM"
+    assert load_tokenizer(directory, trust_remote_code=True).eos_token_id == 0

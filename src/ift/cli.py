@@ -17,11 +17,16 @@ from ift.errors import UserError, configure_logging, run_main
 DEFAULT_MODEL = Path("models/tuned")
 
 
-def _max_new_tokens_default() -> int:
-    """eval.max_new_tokens from params.yaml when there is one (the eval stages' setting)."""
-    from ift.config import PARAMS_FILE, EvalConfig, load_params
+def _project_params():
+    """params.yaml when there is one (the stages' settings), else the schema's defaults."""
+    from ift.config import PARAMS_FILE, Params, load_params
 
-    return load_params().eval.max_new_tokens if Path(PARAMS_FILE).exists() else EvalConfig().max_new_tokens
+    return load_params() if Path(PARAMS_FILE).exists() else Params()
+
+
+def _max_new_tokens_default() -> int:
+    """eval.max_new_tokens of the project (the eval stages' setting)."""
+    return _project_params().eval.max_new_tokens
 
 
 class Assistant:
@@ -34,8 +39,9 @@ class Assistant:
         if not (model_dir / "config.json").exists():
             raise UserError(f"{model_dir}: no model there; run `dvc repro` first or pass --model DIR")
         set_offline()
-        self.tokenizer = load_tokenizer(model_dir, padding_side="left")
-        self.model = load_model(model_dir).eval()
+        trust = _project_params().model.trust_remote_code  # the consent given in params.yaml
+        self.tokenizer = load_tokenizer(model_dir, padding_side="left", trust_remote_code=trust)
+        self.model = load_model(model_dir, trust_remote_code=trust).eval()
         self.max_new_tokens = max_new_tokens
 
     def answer(self, instruction: str, input: str | None = None, stream: bool = True) -> str:

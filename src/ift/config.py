@@ -157,6 +157,8 @@ def _check_ranges(params: Params, source: str) -> None:
         (t.save_steps >= 0, "train.save_steps", t.save_steps, "must be >= 0 (0 turns checkpoints off)"),
         (0 < d.test_size < 1, "data.test_size", d.test_size, "must be between 0 and 1, e.g. 0.1"),
         (d.limit is None or d.limit >= 1, "data.limit", d.limit, "must be >= 1 or null"),
+        (d.demo is None or d.demo.num_examples >= 2, "data.demo.num_examples",
+         d.demo and d.demo.num_examples, "must be >= 2 (a train and a test example)"),
         (t.attn_implementation in ATTN_IMPLEMENTATIONS, "train.attn_implementation", t.attn_implementation,
          f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}"),
         (d.source in DATA_SOURCES, "data.source", d.source, f"must be one of {', '.join(DATA_SOURCES)}"),

@@ -23,7 +23,6 @@ from ift.errors import UserError, one_line
 log = logging.getLogger(__name__)
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-RECORD_KEYS = ("instruction", "input", "output")
 
 
 @dataclass

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from ift.errors import UserError
+
 # Short, common words (each one BPE token after training) in four categories, so that
 # "which word is an animal?" has exactly one right answer.
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -108,7 +110,9 @@ def generate(num_examples: int, seed: int) -> list[Record]:
             continue
         seen.add(key)
         records.append(record)
-    raise ValueError(f"cannot generate {num_examples} unique demo examples (seed {seed})")
+    raise UserError(f"data.demo.num_examples={num_examples}: the demo tasks made only {len(records)} unique "
+                    f"examples (seed {seed}); use at most that many, e.g. `dvc exp run -S "
+                    f"data.demo.num_examples={len(records)}`")
 
 
 def pretraining_text(rng: random.Random) -> str:

@@ -110,7 +110,7 @@ def generate_token_ids(
     tokens, and the prompt is cut off by token count, not characters.
     """
     model.eval()
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
     generated: list[list[int]] = [[] for _ in prompts]
     batches = _length_sorted_batches([len(ids) for ids in encoded], batch_size)
     with tqdm(total=len(prompts), desc=desc, unit="ex") as bar:

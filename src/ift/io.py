@@ -25,14 +25,22 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path next to `path`; rename it onto `path` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_umask())  # as open() would create it (mkstemp makes it owner-only)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
@@ -44,12 +52,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def _remove_leftovers(path: Path) -> None:
-    """Temporary siblings of `path` left behind by a killed run (never a complete output)."""
+    """Siblings of `path` left behind by a killed run.
+
+    Temporary ones are never a complete output: removed. An old tree moved aside by
+    atomic_dir is complete: put back if the run died before the new one took its place.
+    """
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
             leftover.unlink(missing_ok=True)
+    for old in path.parent.glob(f".{path.name}.old-*"):
+        if not path.exists():
+            os.replace(old, path)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -59,6 +76,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # as mkdir() would create it (mkdtemp makes it owner-only)
     try:
         yield tmp
         old = None

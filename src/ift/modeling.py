@@ -4,6 +4,7 @@ pad/EOS rules, devices and dtypes."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ift.config import ModelConfig, TinyModelConfig, as_dict
+from ift.errors import UserError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -150,21 +152,37 @@ def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrain
     return tokenizer, model, meta
 
 
-def load_tokenizer(path: str | Path, padding_side: str = "right") -> PreTrainedTokenizerBase:
+def _refuse_untrusted_code(path: Path, trust_remote_code: bool) -> None:
+    """A UserError, before transformers' own, for a saved model that brings its own code."""
+    if trust_remote_code:
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        file = path / name
+        if file.exists() and "auto_map" in json.loads(file.read_text(encoding="utf-8")):
+            raise UserError(f"{file}: the model runs code of its own (auto_map); if you trust it, set "
+                            "model.trust_remote_code=true (`dvc exp run -S model.trust_remote_code=true`)")
+
+
+def load_tokenizer(path: str | Path, padding_side: str = "right",
+                   trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Load a tokenizer saved by this pipeline (fetch or train), offline."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side=padding_side)
+    _refuse_untrusted_code(Path(path), trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side=padding_side,
+                                              trust_remote_code=trust_remote_code)
     ensure_pad_token(tokenizer, None)
     return tokenizer
 
 
-def load_model(path: str | Path, device: torch.device | None = None) -> PreTrainedModel:
+def load_model(path: str | Path, device: torch.device | None = None,
+               trust_remote_code: bool = False) -> PreTrainedModel:
     """Load a causal LM saved by this pipeline, from safetensors only (never pickle)."""
     from transformers import AutoModelForCausalLM
 
+    _refuse_untrusted_code(Path(path), trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        str(path), use_safetensors=True, dtype=torch.float32
+        str(path), use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code
     )
     return model.to(device or pick_device())
 

@@ -66,6 +66,29 @@ def build_dataset(
     return Dataset.from_list(encoded), stats
 
 
+def check_trainer_choices(cfg: TrainConfig, source: str) -> None:
+    """The train.* values that name a transformers choice, against transformers' own lists.
+
+    Checked when the train stage starts rather than with the other keys (ift.config), which
+    stay free of transformers' slow import: otherwise a typo fails deep inside the Trainer
+    without the key's name, or, for train_sampling_strategy, falls back to random batches.
+    """
+    import dataclasses
+
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    strategies = next(f for f in dataclasses.fields(TrainingArguments)
+                      if f.name == "train_sampling_strategy").metadata["choices"]
+    for key, value, allowed in (("optim", cfg.optim, [o.value for o in OptimizerNames]),
+                                ("lr_scheduler_type", cfg.lr_scheduler_type, [s.value for s in SchedulerType]),
+                                ("train_sampling_strategy", cfg.train_sampling_strategy, strategies)):
+        if value not in allowed:
+            raise UserError(f"{source}: train.{key}={value} must be one of {', '.join(allowed)}; fix it with "
+                            f"`python -m ift.config train.{key}=...` or `dvc exp run -S train.{key}=...`")
+
+
 def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int) -> Any:
     """TRL SFTConfig from our train section (TRL takes warmup_steps, not warmup_ratio)."""
     from trl import SFTConfig
@@ -337,8 +360,8 @@ def pretrain(
         train_sampling_strategy="random",
         # Padded batches, though the documents vary from a few tokens to ~60, so batches are
         # half padding. Packed rows as long as their documents made the fetch stage slower
-        # (42.6 vs 31.7 s, reports/bench.md at commits 930e58d and 8f00d7d: each new row length
-        # is a new matmul shape, which costs set-up time on CPU). Packed rows padded to a
+        # (42.6 vs 31.7 s: reports/bench.md at f560e34, which measured 930e58d, and at
+        # 8f00d7d; each new row length is a new matmul shape, which costs set-up time on CPU). Packed rows padded to a
         # multiple of 64, as in train/default, took about as long as padded batches in a trial
         # (fetch stage: packed 26.6 and 26.5 s, padded 28.5 and 26.9 s), within the noise, so
         # pretraining keeps padded batches and its base model stays as it was.
