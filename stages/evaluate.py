@@ -48,19 +48,20 @@ def main() -> None:
     metrics, predictions = evaluate(model, tokenizer, rows, cfg.max_new_tokens, cfg.batch_size,
                                     desc=f"eval {args.model_dir}")
 
-    # Everything is computed before the first output is replaced: a failure leaves the old ones.
+    # Everything is computed before the first output is written (run by hand, a failure leaves
+    # the old outputs; `dvc repro` removes a stage's outputs before running it anyway).
+    baseline = read_json(args.baseline / "metrics.json") if args.baseline else None
     comparison = None
     if args.baseline and args.comparison:
         base_name = read_json(args.base_model / "metadata.json")["name_or_path"] if args.base_model else "base"
         comparison = comparison_markdown(
-            read_json(args.baseline / "metrics.json"), metrics,
+            baseline, metrics,
             read_jsonl(args.baseline / "predictions.jsonl"), predictions, cfg.report_examples,
             baseline_name=base_name, tuned_name=f"{base_name} finetuned ({args.model_dir})")
     with atomic_dir(args.out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(tmp / "predictions.jsonl", predictions)
-        if args.baseline:
-            baseline = read_json(args.baseline / "metrics.json")
+        if baseline is not None:
             write_json(tmp / "comparison_plot.json", comparison_plot_rows(baseline, metrics))
     if comparison is not None:
         write_text(args.comparison, comparison)

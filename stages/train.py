@@ -13,7 +13,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import ift
 from ift.config import PARAMS_FILE, as_dict, load_params
 from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
@@ -48,9 +47,8 @@ def main() -> None:
     log.info("training on %d examples (%d tokens, %d of them answer tokens)",
              stats["examples"], stats["tokens"], stats["answer_tokens"])
 
-    # Code is an input too: a checkpoint of other code is not resumed (the whole package, to be safe).
-    code = [Path(__file__), *sorted(Path(ift.__file__).parent.glob("*.py"))]
-    work_dir = CHECKPOINTS / f"train-{run_key(params.seed, params.train, [args.base_dir, args.train_file, *code])}"
+    inputs = [args.base_dir, args.train_file, Path(__file__)]  # and the ift package's code (run_key)
+    work_dir = CHECKPOINTS / f"train-{run_key(params.seed, params.train, inputs)}"
     with atomic_dir(args.reports_dir) as reports_tmp, atomic_dir(args.out_dir) as model_tmp:
         result = finetune(model, tokenizer, dataset, params.train, params.seed, work_dir, reports_tmp)
         save_model(model, tokenizer, model_tmp)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ift.verify import commit_all
+
 ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,9 +82,7 @@ def copy_repo(dest: Path) -> Path:
     for name in project_files():
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dest / name)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dest, check=True)
+    commit_all(dest, "copy")
     return dest
 
 

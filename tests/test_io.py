@@ -60,3 +60,17 @@ def test_a_killed_file_write_is_swept_by_the_next(tmp_path):
     (tmp_path / ".m.json.abc123.tmp").write_text("half")
     write_json(tmp_path / "m.json", {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+def test_work_in_progress_of_a_running_process_is_left_alone(tmp_path):
+    import os
+    import subprocess
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # a PID no running process has (for the moment)
+    (tmp_path / f".m.json.{finished.pid}.abc123.tmp").write_text("killed")
+    (tmp_path / f".m.json.{os.getpid()}.def456.tmp").write_text("in progress")  # a running writer's
+    (tmp_path / ".m.jsonl.ghi789.tmp").write_text("another output's")
+    write_json(tmp_path / "m.json", {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".m.json.{os.getpid()}.def456.tmp", ".m.jsonl.ghi789.tmp", "m.json"]

@@ -2,6 +2,8 @@
 for the Hub (EOS `<|endoftext|>` id 0, `<|padding|>` in the vocabulary but no pad token set,
 no EOS appended by the tokenizer)."""
 
+import sys
+
 import pytest
 
 from ift.config import ModelConfig, TrainConfig
@@ -120,8 +122,43 @@ def save_with_own_code(directory):
 
 def test_a_model_with_its_own_code_loads_only_with_trust_remote_code(tmp_path):
     directory = save_with_own_code(tmp_path / "m")
-    with pytest.raises(UserError, match=r"config.json: the model runs code of its own.*model.trust_remote_code=true"):
+    with pytest.raises(UserError, match=r"/m: the model runs code of its own.*model.trust_remote_code=true"):
         load_model(directory)
     model = load_model(directory, trust_remote_code=True)
     assert type(model).__name__ == "CustomNeoXForCausalLM"
     assert load_tokenizer(directory, trust_remote_code=True).eos_token_id == 0
+
+
+def test_a_leftover_auto_map_for_a_built_in_model_type_needs_no_trust(tmp_path):
+    import json
+
+    directory = save_pythia_like(tmp_path / "m")
+    config = json.loads((directory / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "gone.GoneForCausalLM"}  # gpt_neox is built in
+    (directory / "config.json").write_text(json.dumps(config))
+    assert type(load_model(directory)).__name__ == "GPTNeoXForCausalLM"
+
+
+def test_the_stages_and_ift_ask_pass_on_the_consent_in_params_yaml(tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    from ift.cli import Assistant
+    from ift.config import write_params
+    from tests.conftest import ROOT, user_env
+
+    model_dir = save_with_own_code(tmp_path / "m")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"input": "Reverse the words", "output": "words the"}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    evaluate = [sys.executable, str(ROOT / "stages/evaluate.py"), "m", "test.jsonl", "out"]
+    for trust in (False, True):
+        write_params([f"model.trust_remote_code={str(trust).lower()}"], tmp_path / "params.yaml", ROOT / "conf")
+        result = subprocess.run(evaluate, cwd=tmp_path, env=user_env(), capture_output=True, text=True)
+        assert (result.returncode == 0) == trust, result.stderr[-1000:]
+        assert (tmp_path / "out/metrics.json").exists() == trust
+        if trust:
+            assert type(Assistant(model_dir, max_new_tokens=2).model).__name__ == "CustomNeoXForCausalLM"
+        else:
+            assert "model.trust_remote_code=true" in result.stderr
+            with pytest.raises(UserError, match="runs code of its own"):
+                Assistant(model_dir, max_new_tokens=2)

@@ -6,7 +6,7 @@ import pytest
 
 from ift.bench import refuse_uncommitted
 from ift.errors import UserError
-from ift.verify import _numbers, compare_metrics, export_head, format_table, stale_reasons, subprocess_env
+from ift.verify import _numbers, commit_all, compare_metrics, export_head, format_table, stale_reasons, subprocess_env
 from tests.conftest import ROOT
 
 
@@ -44,9 +44,7 @@ def _git_repo(root, files):
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    commit_all(root, "files")
 
 
 def test_the_rebuild_imports_the_copys_own_code_not_the_checkouts(tmp_path):
@@ -59,18 +57,30 @@ def test_the_rebuild_imports_the_copys_own_code_not_the_checkouts(tmp_path):
     assert out == ["committed", str(copy / "src/ift/__init__.py")]
 
 
-def test_stale_reasons_name_a_changed_code_dependency(tmp_path):
-    export_head(ROOT, tmp_path)
+def test_stale_reasons_name_a_changed_dependency(tmp_path):
+    import shutil
+
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
+    _git_repo(tmp_path, {"a.txt": "a\n", "dvc.yaml": "stages:\n  copy:\n    cmd: cp a.txt b.txt\n"
+                                                     "    deps: [a.txt]\n    outs: [b.txt]\n"})
+    for cmd in (["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["dvc", "repro", "-q"]):
+        subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(tmp_path), check=True, capture_output=True)
     assert stale_reasons(tmp_path) == []
-    with open(tmp_path / "src/ift/prompts.py", "a") as handle:
-        handle.write("\n# changed\n")
-    assert any("src/ift/prompts.py" in reason for reason in stale_reasons(tmp_path))
+    (tmp_path / "a.txt").write_text("changed\n")
+    assert stale_reasons(tmp_path) == ["copy: changed deps ['a.txt']"]
 
 
-def test_bench_refuses_uncommitted_measured_code(tmp_path):
-    _git_repo(tmp_path, {"src/ift/x.py": "a = 1\n", "reports/bench.md": "old\n"})
+def test_bench_refuses_uncommitted_measured_code(tmp_path, monkeypatch):
+    import ift
+
+    _git_repo(tmp_path, {"src/ift/__init__.py": "", "reports/bench.md": "old\n"})
+    with pytest.raises(UserError, match="ift is imported from .*install this checkout"):
+        refuse_uncommitted(tmp_path)  # the code this process runs is another checkout's
+    monkeypatch.setattr(ift, "__file__", str(tmp_path / "src/ift/__init__.py"))
     (tmp_path / "reports/bench.md").write_text("new\n")  # a previous bench's output: fine
     refuse_uncommitted(tmp_path)
-    (tmp_path / "src/ift/x.py").write_text("a = 2\n")
-    with pytest.raises(UserError, match=r"src/ift/x.py.*commit or stash"):
-        refuse_uncommitted(tmp_path)
+    (tmp_path / "src/ift/__init__.py").write_text("a = 2\n")
+    for where in (tmp_path, tmp_path / "src"):  # from a subdirectory too
+        with pytest.raises(UserError, match=r"src/ift/__init__.py.*commit or stash"):
+            refuse_uncommitted(where)

@@ -483,7 +483,8 @@ def target_met(results: dict[str, Any], key: str) -> bool:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = ["# Benchmark", "", f"`ift bench` on {results['machine']}, {results['date']}. "
+    measured = f" of commit {results['commit']}" if "commit" in results else ""  # (older reports lack it)
+    lines = ["# Benchmark", "", f"`ift bench`{measured} on {results['machine']}, {results['date']}. "
              "All numbers were measured side by side in this one run; ratios are what count.", "",
              "| key | value | target | met |", "| --- | ---: | ---: | :---: |"]
     for key, (op, target) in TARGETS.items():
@@ -536,13 +537,26 @@ MEASURED_PATHS = ("src", "stages", "conf", "params.yaml", "dvc.yaml", "dvc.lock"
 
 
 def refuse_uncommitted(repo: Path) -> None:
-    """A UserError if the measured code differs from HEAD: the pipeline would run HEAD's code
-    and the in-process measurements this checkout's, and the report could match neither."""
+    """A UserError unless the code measured in this process is HEAD's code in `repo`.
+
+    The pipeline runs from a copy of HEAD and the in-process measurements from the `ift`
+    this process imported: with uncommitted changes, or `ift` installed from another
+    checkout, the report could match neither.
+    """
+    import ift
+
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=repo, capture_output=True, text=True)
+    if top.returncode != 0:
+        raise UserError(f"{repo}: not a git repository; `ift bench` measures the committed code")
+    root = Path(top.stdout.strip())
+    if Path(ift.__file__).resolve().parent != (root / "src" / "ift").resolve():
+        raise UserError(f"ift is imported from {Path(ift.__file__).parent}, not from {root / 'src'}: "
+                        f"install this checkout (`pip install -c requirements.lock -e .`) or run from the other one")
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *MEASURED_PATHS],
-                            cwd=repo, capture_output=True, text=True)
+                            cwd=root, capture_output=True, text=True)
     changed = [line[3:] for line in status.stdout.splitlines()]
     if changed:
-        raise UserError(f"{repo}: uncommitted changes in {', '.join(changed)}; `ift bench` measures the "
+        raise UserError(f"{root}: uncommitted changes in {', '.join(changed)}; `ift bench` measures the "
                         "committed code: commit or stash them first")
 
 
@@ -555,6 +569,8 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
     from ift.verify import export_head
 
     refuse_uncommitted(repo)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                            check=True).stdout.strip()
     copy = Path(tempfile.mkdtemp(prefix="ift-bench-"))
     try:
         export_head(repo, copy)
@@ -593,6 +609,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         shutil.rmtree(copy, ignore_errors=True)
 
     results = {
+        "commit": commit,  # refuse_uncommitted: the measured code is exactly this commit's
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
         "eval_speedup_vs_tutorial_loop": {"tiny": tiny["speedup"], "pythia70m": pythia["speedup"]},

@@ -137,6 +137,12 @@ class Params:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+def bad_value(source: str, key: str, value: Any, rule: str) -> UserError:
+    """The one-line error for a bad params value: where, which key, the rule, how to change it."""
+    return UserError(f"{source}: {key}={value} {rule}; fix it with "
+                     f"`python -m ift.config {key}=...` or `dvc exp run -S {key}=...`")
+
+
 def _check_ranges(params: Params, source: str) -> None:
     """Range checks the type system cannot express; each names the key and a valid range."""
     t, d, e = params.train, params.data, params.eval
@@ -169,8 +175,7 @@ def _check_ranges(params: Params, source: str) -> None:
     ]
     for ok, key, value, rule in checks:
         if not ok:
-            raise UserError(f"{source}: {key}={value} {rule}; fix it with "
-                            f"`python -m ift.config {key}=...` or `dvc exp run -S {key}=...`")
+            raise bad_value(source, key, value, rule)
     if params.data.source == "hub" and not params.data.name:
         raise UserError(f"{source}: data.source=hub needs data.name (a Hub dataset id)")
     if params.data.source == "local" and not params.data.path:

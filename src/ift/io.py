@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -26,9 +27,23 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _umask() -> int:
-    umask = os.umask(0)
+    """The process's umask, read without changing it where the OS allows (no race with threads)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    umask = os.umask(0o022)  # elsewhere: set and restore
     os.umask(umask)
     return umask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -37,7 +52,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     tmp_path.chmod(0o666 & ~_umask())  # as open() would create it (mkstemp makes it owner-only)
@@ -52,21 +67,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def _remove_leftovers(path: Path) -> None:
-    """Siblings of `path` left behind by a killed run.
+    """Siblings of `path` left behind by a killed run (its PID is in their names).
 
     Temporary ones are never a complete output: removed. An old tree moved aside by
     atomic_dir is complete: put back if the run died before the new one took its place.
+    Those of a process still running are its work in progress: left alone.
     """
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
+    name = re.escape(path.name)
+    temporary = re.compile(rf"\.{name}\.(?:(\d+)\.)?[a-z0-9_]+\.tmp")  # tempfile's names; no PID: older
+    moved_aside = re.compile(rf"\.{name}\.old-(\d+)")
+    for entry in sorted(path.parent.iterdir()):
+        match = temporary.fullmatch(entry.name) or moved_aside.fullmatch(entry.name)
+        if match is None or (match.group(1) is not None and _alive(int(match.group(1)))):
+            continue
+        if match.re is moved_aside and not path.exists():
+            os.replace(entry, path)
+        elif entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
         else:
-            leftover.unlink(missing_ok=True)
-    for old in path.parent.glob(f".{path.name}.old-*"):
-        if not path.exists():
-            os.replace(old, path)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
+            entry.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -75,7 +94,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     tmp.chmod(0o777 & ~_umask())  # as mkdir() would create it (mkdtemp makes it owner-only)
     try:
         yield tmp

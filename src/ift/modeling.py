@@ -3,10 +3,10 @@ pad/EOS rules, devices and dtypes."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -127,6 +127,21 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel 
         config.eos_token_id = tokenizer.eos_token_id
 
 
+@contextlib.contextmanager
+def custom_code_refused(source: str) -> Iterator[None]:
+    """transformers' refusal to run a model's own code, as a UserError saying how to allow it.
+
+    transformers decides: a leftover `auto_map` for a model type it has built in is fine.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise UserError(f"{source}: the model runs code of its own; if you trust it, set model.trust_remote_code=true "
+                        "(`dvc exp run -S model.trust_remote_code=true`)") from exc
+
+
 def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict]:
     """Load a Hub id (pinned to the commit its revision resolves to) or a local directory.
 
@@ -145,22 +160,11 @@ def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrain
         source = cfg.name_or_path
         meta = {"name_or_path": source, "revision": cfg.revision, "resolved_revision": revision}
     kwargs = {"revision": revision, "trust_remote_code": cfg.trust_remote_code}
-    with hub_errors("model", cfg.name_or_path):
+    with hub_errors("model", cfg.name_or_path), custom_code_refused(cfg.name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
             source, use_safetensors=True, dtype=torch.float32, **kwargs)
     return tokenizer, model, meta
-
-
-def _refuse_untrusted_code(path: Path, trust_remote_code: bool) -> None:
-    """A UserError, before transformers' own, for a saved model that brings its own code."""
-    if trust_remote_code:
-        return
-    for name in ("config.json", "tokenizer_config.json"):
-        file = path / name
-        if file.exists() and "auto_map" in json.loads(file.read_text(encoding="utf-8")):
-            raise UserError(f"{file}: the model runs code of its own (auto_map); if you trust it, set "
-                            "model.trust_remote_code=true (`dvc exp run -S model.trust_remote_code=true`)")
 
 
 def load_tokenizer(path: str | Path, padding_side: str = "right",
@@ -168,9 +172,9 @@ def load_tokenizer(path: str | Path, padding_side: str = "right",
     """Load a tokenizer saved by this pipeline (fetch or train), offline."""
     from transformers import AutoTokenizer
 
-    _refuse_untrusted_code(Path(path), trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side=padding_side,
-                                              trust_remote_code=trust_remote_code)
+    with custom_code_refused(str(path)):
+        tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side=padding_side,
+                                                  trust_remote_code=trust_remote_code)
     ensure_pad_token(tokenizer, None)
     return tokenizer
 
@@ -180,10 +184,10 @@ def load_model(path: str | Path, device: torch.device | None = None,
     """Load a causal LM saved by this pipeline, from safetensors only (never pickle)."""
     from transformers import AutoModelForCausalLM
 
-    _refuse_untrusted_code(Path(path), trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path), use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code
-    )
+    with custom_code_refused(str(path)):
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
     return model.to(device or pick_device())
 
 

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ift.config import TinyModelConfig, TrainConfig
+from ift.config import TinyModelConfig, TrainConfig, bad_value
 from ift.errors import UserError
 from ift.modeling import IGNORE_INDEX, bf16_supported, encode_example, pick_device
 from ift.packing import PackedRowPadding
@@ -85,8 +85,7 @@ def check_trainer_choices(cfg: TrainConfig, source: str) -> None:
                                 ("lr_scheduler_type", cfg.lr_scheduler_type, [s.value for s in SchedulerType]),
                                 ("train_sampling_strategy", cfg.train_sampling_strategy, strategies)):
         if value not in allowed:
-            raise UserError(f"{source}: train.{key}={value} must be one of {', '.join(allowed)}; fix it with "
-                            f"`python -m ift.config train.{key}=...` or `dvc exp run -S train.{key}=...`")
+            raise bad_value(source, f"train.{key}", value, f"must be one of {', '.join(allowed)}")
 
 
 def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int) -> Any:
@@ -267,10 +266,12 @@ def _restore_weights(model: PreTrainedModel, checkpoint: Path) -> None:
     model.load_state_dict(restored.state_dict(), strict=True)  # strict: every weight, or an error
 
 
-def run_key(seed: int, cfg: TrainConfig, inputs: list[Path]) -> str:
-    """A short hash of everything the train stage's result depends on (params and input files)."""
+def run_key(seed: int, cfg: TrainConfig, inputs: list[Path], code_dir: Path = Path(__file__).parent) -> str:
+    """A short hash of everything the train stage's result depends on: params, input files,
+    and code (every module of `code_dir`, this package: a checkpoint of other code is not
+    resumed; the whole package, to be safe)."""
     digest = hashlib.sha256(json.dumps({"seed": seed, "train": vars(cfg)}, sort_keys=True, default=str).encode())
-    for root in inputs:
+    for root in [*inputs, *sorted(code_dir.glob("*.py"))]:
         for path in sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()):
             digest.update(str(path.relative_to(root.parent)).encode())
             with open(path, "rb") as handle:

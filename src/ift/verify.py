@@ -31,7 +31,8 @@ def subprocess_env(copy: Path) -> dict[str, str]:
     `ift` from the checkout the command runs in, uncommitted edits included.
     """
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(copy / "src"), "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1"}
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(copy / "src"), os.environ.get("PYTHONPATH")])),
+            "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1"}
 
 
 def _run(cmd: list[str], cwd: Path, capture: bool = True) -> subprocess.CompletedProcess:
@@ -44,9 +45,14 @@ def export_head(repo: Path, dest: Path) -> None:
     if archive.returncode != 0:
         raise UserError(f"{repo}: not a git repository with a commit; `ift verify` checks committed results")
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    commit_all(dest, "HEAD")
+
+
+def commit_all(root: Path, message: str) -> None:
+    """Make `root` a git repo of its own with everything in it committed (DVC and dvclive need one)."""
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=ift-verify", "-c", "user.email=ift@localhost", "commit", "-qm", "HEAD"]):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+                ["git", "-c", "user.name=ift", "-c", "user.email=ift@localhost", "commit", "-qm", message]):
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
 
 
 def stale_reasons(copy: Path) -> list[str]:
