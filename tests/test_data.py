@@ -130,3 +130,32 @@ def test_demo_splits_hold_unseen_inputs():
     assert meta["counts"] == {"train": 450, "test": 50}
     keys = lambda rows: {(r["instruction"], r["input"]) for r in rows}  # noqa: E731
     assert not keys(splits["train"]) & keys(splits["test"])
+
+
+@pytest.mark.parametrize("limit, test_split", [(3, "test"), (None, None)])
+def test_hub_source_pins_the_revision_streams_a_limit_and_reads_splits(tmp_path, monkeypatch, limit, test_split):
+    """A local dataset folder stands in for the Hub repo (no download, ever)."""
+    import datasets
+
+    import ift.hub
+
+    rows = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(10)]
+    for split, part in (("train", rows[:8]), ("test", rows[8:])):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    calls, load_dataset = [], datasets.load_dataset
+
+    def local_load_dataset(name, split, revision, streaming):
+        calls.append((split, revision, streaming))
+        return load_dataset(str(tmp_path), split=split, streaming=streaming)  # a folder: no revision
+
+    monkeypatch.setattr(ift.hub, "resolve_revision", lambda repo_id, kind, revision: "c0ffee")
+    monkeypatch.setattr(datasets, "load_dataset", local_load_dataset)
+    cfg = DataConfig(source="hub", name="someone/qa", revision="main", test_split=test_split, limit=limit)
+    splits, meta = load_splits(cfg, seed=0)
+    assert meta["resolved_revision"] == "c0ffee"
+    assert all(revision == "c0ffee" and streaming == (limit is not None) for _, revision, streaming in calls)
+    if test_split:  # the first `limit` rows of each split, as they are
+        assert splits["train"] == rows[:3] and splits["test"] == rows[8:]
+    else:  # the whole train split, split with test_size
+        assert sorted(splits["train"] + splits["test"], key=lambda r: int(r["instruction"][1:])) == rows[:8]
+        assert [split for split, _, _ in calls] == ["train"]
