@@ -5,8 +5,8 @@
         --baseline reports/baseline --base-model models/base --comparison reports/comparison.md
 
 Reads params: eval, model.trust_remote_code. Writes OUT_DIR/metrics.json and
-OUT_DIR/predictions.jsonl; with --baseline, also the comparison report and its plot data. Timings go to
-reports/timings/ (they vary run to run, so they are not DVC outputs).
+OUT_DIR/predictions.jsonl; with --baseline, also the comparison report and its plot data.
+Timings go to reports/timings/ (they vary run to run, so they are not DVC outputs).
 """
 
 import argparse

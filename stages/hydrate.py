@@ -2,8 +2,9 @@
 
     python stages/hydrate.py data/raw models/base data/hydrated
 
-Reads params: model.trust_remote_code. Writes OUT_DIR/train.jsonl, OUT_DIR/test.jsonl and OUT_DIR/stats.json (rows in/out,
-dropped rows and why, token-length percentiles with the base model's tokenizer).
+Reads params: model.trust_remote_code. Writes OUT_DIR/train.jsonl, OUT_DIR/test.jsonl and
+OUT_DIR/stats.json (rows in/out, dropped rows and why, token-length percentiles with the
+base model's tokenizer).
 """
 
 import argparse

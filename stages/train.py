@@ -3,9 +3,9 @@
     python stages/train.py models/base data/hydrated/train.jsonl models/tuned reports/train \
         --data-meta data/raw/metadata.json
 
-Reads params: seed, train, model.trust_remote_code. Writes the tuned model (save_pretrained layout, safetensors)
-with a model card (README.md), and the training metrics and loss curves (dvclive) into
-REPORTS_DIR.
+Reads params: seed, train, model.trust_remote_code. Writes the tuned model
+(save_pretrained layout, safetensors) with a model card (README.md), and the training
+metrics and loss curves (dvclive) into REPORTS_DIR.
 """
 
 import argparse

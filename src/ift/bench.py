@@ -305,7 +305,8 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(copy / "models/base")
     demo = _demo_dataset(copy, tokenizer, params.train.max_length)
     # train/default packs each batch into a row padded to a multiple of 64 (packed_eager attention).
-    padded = {"padding_free": False, "pad_to_multiple_of": None, "attn_implementation": "eager"}
+    padded_batches = {"padding_free": False, "pad_to_multiple_of": None}  # TRL would round padded batches too
+    padded = {**padded_batches, "attn_implementation": "eager"}
     unrounded = {"pad_to_multiple_of": None}
     tiny = _in_both_orders([("kept: packed rows padded to a multiple of 64, packed_eager attention, fused AdamW", {}),
                             ("packed rows as long as their examples", unrounded),
@@ -344,7 +345,7 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                               ("TRL's own tiled LM head", {}, SFTTrainer),
                               ("plain AdamW", {"optim": "adamw_torch"}, None),
                               ("packed rows as long as their examples", unrounded, None),
-                              ("padded random batches", {"padding_free": False, "pad_to_multiple_of": None}, None),
+                              ("padded random batches", padded_batches, None),
                               ("packed_eager attention", {"attn_implementation": "packed_eager"}, None)],
                              pythia_tokens_per_second)
 

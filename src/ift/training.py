@@ -362,8 +362,9 @@ def pretrain(
         # Padded batches, though the documents vary from a few tokens to ~60, so batches are
         # half padding. Packed rows as long as their documents made the fetch stage slower
         # (42.6 vs 31.7 s: reports/bench.md at f560e34, which measured 930e58d, and at
-        # 8f00d7d; each new row length is a new matmul shape, which costs set-up time on CPU). Packed rows padded to a
-        # multiple of 64, as in train/default, took about as long as padded batches in a trial
+        # 8f00d7d; each new row length is a new matmul shape, which costs set-up time on CPU).
+        # Packed rows padded to a multiple of 64, as in train/default, took about as long as
+        # padded batches in a trial
         # (fetch stage: packed 26.6 and 26.5 s, padded 28.5 and 26.9 s), within the noise, so
         # pretraining keeps padded batches and its base model stays as it was.
         padding_free=False,
