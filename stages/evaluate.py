@@ -1,11 +1,14 @@
 """Stages baseline_eval and tuned_eval: generate answers for the test split and score them.
 
-    python stages/evaluate.py models/base data/hydrated/test.jsonl reports/baseline
+    python stages/evaluate.py models/base data/hydrated/test.jsonl reports/baseline \
+        --environment reports/environment/baseline_eval.json
     python stages/evaluate.py models/tuned data/hydrated/test.jsonl reports/tuned \
-        --baseline reports/baseline --base-model models/base --comparison reports/comparison.md
+        --baseline reports/baseline --base-model models/base --comparison reports/comparison.md \
+        --environment reports/environment/tuned_eval.json
 
-Reads params: eval, model.trust_remote_code. Writes OUT_DIR/metrics.json and
-OUT_DIR/predictions.jsonl; with --baseline, also the comparison report and its plot data.
+Reads params: seed (for the bootstrap), eval, model.trust_remote_code. Writes OUT_DIR/metrics.json
+(each metric with its standard error) and OUT_DIR/predictions.jsonl (each example's scores);
+with --baseline, also the paired comparison report and its plot data.
 Timings go to reports/timings/ (they vary run to run, so they are not DVC outputs).
 """
 
@@ -15,6 +18,7 @@ import time
 from pathlib import Path
 
 from ift.config import load_params
+from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
 from ift.evaluation import evaluate
 from ift.hub import set_offline
@@ -35,6 +39,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="baseline report dir to compare against")
     parser.add_argument("--base-model", type=Path, help="the baseline's model dir (named in the report)")
     parser.add_argument("--comparison", type=Path, help="where to write the Markdown comparison")
+    parser.add_argument("--environment", type=Path, required=True, help="where to record what decides float rounding")
     args = parser.parse_args()
     set_offline()
     params = load_params()
@@ -45,7 +50,7 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model_dir, padding_side="left", trust_remote_code=trust)
     model = load_model(args.model_dir, trust_remote_code=trust)
     rows = read_jsonl(args.test_file)[: cfg.limit]
-    metrics, predictions = evaluate(model, tokenizer, rows, cfg.max_new_tokens, cfg.batch_size,
+    metrics, predictions = evaluate(model, tokenizer, rows, cfg.max_new_tokens, cfg.batch_size, params.seed,
                                     desc=f"eval {args.model_dir}")
 
     # Everything is computed before the first output is written (run by hand, a failure leaves
@@ -55,9 +60,8 @@ def main() -> None:
     if args.baseline and args.comparison:
         base_name = read_json(args.base_model / "metadata.json")["name_or_path"] if args.base_model else "base"
         comparison = comparison_markdown(
-            baseline, metrics,
             read_jsonl(args.baseline / "predictions.jsonl"), predictions, cfg.report_examples,
-            baseline_name=base_name, tuned_name=f"{base_name} finetuned ({args.model_dir})")
+            baseline_name=base_name, tuned_name=f"{base_name} finetuned ({args.model_dir})", seed=params.seed)
     with atomic_dir(args.out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(tmp / "predictions.jsonl", predictions)
@@ -65,6 +69,7 @@ def main() -> None:
             write_json(tmp / "comparison_plot.json", comparison_plot_rows(baseline, metrics))
     if comparison is not None:
         write_text(args.comparison, comparison)
+    write_json(args.environment, fingerprint(str(model.dtype).removeprefix("torch.")))
     seconds = time.perf_counter() - started
     write_json(TIMINGS_DIR / f"{args.out_dir.name}.json",
                {"seconds": round(seconds, 3), "examples": len(rows),

@@ -1,6 +1,6 @@
 """Stage fetch: materialise the dataset into DATA_DIR and the base model into MODEL_DIR.
 
-    python stages/fetch.py data/raw models/base
+    python stages/fetch.py data/raw models/base --environment reports/environment/fetch.json
 
 Reads params: seed, model, data, and train.max_length (to refuse data whose examples are
 all too long now, before any stage succeeds). The only stage that may use the network.
@@ -11,13 +11,14 @@ import logging
 import shutil
 from pathlib import Path
 
-from ift.config import load_params
+from ift.config import TrainConfig, load_params
 from ift.data import load_splits, require_usable
+from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
 from ift.io import atomic_dir, write_json, write_jsonl
 from ift.modeling import fetch_base_model, save_model
 from ift.prompts import hydrate
-from ift.training import encode_rows
+from ift.training import compute_dtype, encode_rows
 
 log = logging.getLogger("ift.fetch")
 WORK_DIR = Path(".checkpoints/fetch")  # the trainer's scratch dir while pretraining model=tiny
@@ -28,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_dir")
     parser.add_argument("model_dir")
+    parser.add_argument("--environment", type=Path, required=True, help="where to record what decides float rounding")
     args = parser.parse_args()
     params = load_params()
 
@@ -46,6 +48,7 @@ def main() -> None:
         write_json(data_tmp / "metadata.json", data_meta)
         save_model(model, tokenizer, model_tmp)
         write_json(model_tmp / "metadata.json", model_meta)
+    write_json(args.environment, fingerprint(compute_dtype(TrainConfig())))  # the tiny model's pretraining
     log.info("fetched %s (%s) and model %s (%d parameters)", data_meta.get("name", data_meta["source"]),
              data_meta["counts"], model_meta["name_or_path"], model_meta["parameters"])
 

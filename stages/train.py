@@ -1,7 +1,7 @@
 """Stage train: finetune the base model on the hydrated training rows.
 
     python stages/train.py models/base data/hydrated/train.jsonl models/tuned reports/train \
-        --data-meta data/raw/metadata.json
+        --data-meta data/raw/metadata.json --environment reports/environment/train.json
 
 Reads params: seed, train, model.trust_remote_code. Writes the tuned model
 (save_pretrained layout, safetensors) with a model card (README.md), and the training
@@ -14,12 +14,13 @@ import shutil
 from pathlib import Path
 
 from ift.config import PARAMS_FILE, as_dict, load_params
+from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
-from ift.io import atomic_dir, read_json, read_jsonl, write_text
+from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 from ift.modeling import load_model, load_tokenizer, save_model
 from ift.report import model_card
-from ift.training import build_dataset, check_trainer_choices, finetune, run_key
+from ift.training import build_dataset, check_trainer_choices, compute_dtype, finetune, run_key
 
 log = logging.getLogger("ift.train")
 # Checkpoints live outside DVC's outputs (so the run cache still works), keyed by the
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("reports_dir", type=Path)
     parser.add_argument("--data-meta", type=Path, required=True, help="fetch's data metadata (for the model card)")
+    parser.add_argument("--environment", type=Path, required=True, help="where to record what decides float rounding")
     args = parser.parse_args()
     set_offline()
     params = load_params()
@@ -55,6 +57,7 @@ def main() -> None:
         card = model_card(read_json(args.base_dir / "metadata.json"), read_json(args.data_meta),
                           as_dict(params.train), params.seed, result)
         write_text(model_tmp / "README.md", card)
+    write_json(args.environment, fingerprint(compute_dtype(params.train)))
     shutil.rmtree(work_dir, ignore_errors=True)  # the run finished: its checkpoints are not needed
     log.info("trained %d steps, last logged training loss %.4f", result["global_step"], result["final_loss"])
 

@@ -41,5 +41,5 @@ def test_empty_prediction_set():
 
 
 def test_metric_keys_contract():
-    assert METRIC_KEYS == ("exact_match", "token_f1", "rouge_l", "bleu", "answer_loss",
-                           "answer_perplexity", "n_examples")
+    metrics = ("exact_match", "token_f1", "rouge_l", "bleu", "answer_loss", "answer_perplexity")
+    assert METRIC_KEYS == (*(k for m in metrics for k in (m, f"{m}_stderr")), "n_examples")

@@ -6,37 +6,104 @@ import pytest
 
 from ift.bench import refuse_uncommitted
 from ift.errors import UserError
-from ift.verify import _numbers, commit_all, compare_metrics, export_head, format_table, stale_reasons, subprocess_env
+from ift.verify import (ENVIRONMENT_DIR, _numbers, check, commit_all, compare_metrics, export_head, format_table,
+                        stale_reasons, subprocess_env)
 from tests.conftest import ROOT
 
 
-def write(root, name, data):
+def write(root, name, data, environment=None):
+    """A report dir's metrics.json under `root`, with the stages' environment records."""
     path = root / "reports" / name / "metrics.json"
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
+    for stage in ("train", "tuned_eval"):
+        env = root / ENVIRONMENT_DIR / f"{stage}.json"
+        env.parent.mkdir(parents=True, exist_ok=True)
+        env.write_text(json.dumps(environment or {"cpu": {"model": "A"}, "threads": 2}))
+    (root / "dvc.lock").write_text("stages:\n  train:\n    outs:\n    - path: models/tuned\n      md5: abc\n")
+
+
+TUNED = {"exact_match": 0.8, "exact_match_stderr": 0.01, "bleu": 70.0, "bleu_stderr": 0.5, "n_examples": 2000}
+TRAIN = {"loss": 0.2, "grad_norm": 3.0, "learning_rate": 2.4e-06, "step": 339,
+         "smoothed": {"window": 5, "loss": 0.2, "grad_norm": 3.0}}
+
+
+def rows_by_key(rows):
+    return {f"{row.where}/{row.metric}": row for row in rows}
 
 
 def test_numbers_flattens_nested_numeric_leaves():
     assert _numbers({"a": 1, "b": {"c": 2.5, "d": "x"}, "e": True}) == {"a": 1.0, "b.c": 2.5}
 
 
-def test_compare_within_and_beyond_tolerance(tmp_path):
+def test_exact_mode_within_and_beyond_tolerance():
+    committed = {"tuned": TUNED}
+    reproduced = {"tuned": {**TUNED, "exact_match": 0.8 + 1e-9, "bleu": 70.5}}
+    rows = rows_by_key(compare_metrics(committed, reproduced, "exact"))
+    assert rows["tuned/exact_match"].ok and rows["tuned/n_examples"].ok
+    assert not rows["tuned/bleu"].ok
+    assert "FAILED" in format_table(list(rows.values()))
+    assert all(row.ok for row in compare_metrics(committed, reproduced, "tolerance", tolerance=1.0))
+
+
+def test_statistical_mode_accepts_noise_and_names_a_shift_of_ten_stderrs():
+    committed = {"tuned": TUNED}
+    spread = {"tuned": {"exact_match": 0.005, "bleu": 0.4}}
+    within = {"tuned": {**TUNED, "exact_match": 0.82, "bleu": 69.0, "exact_match_stderr": 0.02}}
+    rows = rows_by_key(compare_metrics(committed, within, "statistical", spread=spread))
+    assert all(row.ok for row in rows.values())
+    # sigma = sqrt(0.01^2 + 2 x 0.005^2) = 0.01225: 0.02 is 1.63 sigma
+    assert rows["tuned/exact_match"].margin == "|d| = 1.63 sigma"
+    assert rows["tuned/exact_match_stderr"].rule == "not compared"
+    shifted = {"tuned": {**TUNED, "exact_match": 0.8 + 10 * 0.01}}
+    rows = rows_by_key(compare_metrics(committed, shifted, "statistical", spread=spread))
+    assert [key for key, row in rows.items() if not row.ok] == ["tuned/exact_match"]
+    # without a measured spread, the test-set noise alone
+    rows = rows_by_key(compare_metrics(committed, within, "statistical"))
+    assert rows["tuned/exact_match"].ok and "no spread measured" in rows["tuned/exact_match"].rule
+
+
+def test_statistical_mode_compares_training_by_smoothed_curves_and_counts_exactly():
+    committed = {"train": _numbers(TRAIN)}
+    noisy_end = _numbers({**TRAIN, "loss": 0.5, "grad_norm": 9.0, "smoothed": {**TRAIN["smoothed"], "loss": 0.22}})
+    rows = rows_by_key(compare_metrics(committed, {"train": noisy_end}, "statistical"))
+    assert all(row.ok for row in rows.values())
+    assert rows["train/loss"].rule == "not compared"
+    assert rows["train/smoothed.loss"].margin == "|d| = 10.0%"
+    moved = _numbers({**TRAIN, "step": 340, "smoothed": {**TRAIN["smoothed"], "loss": 0.3}})
+    rows = rows_by_key(compare_metrics(committed, {"train": moved}, "statistical"))
+    assert sorted(key for key, row in rows.items() if not row.ok) == ["train/smoothed.loss", "train/step"]
+
+
+def test_missing_reproduced_metric_fails():
+    for mode in ("exact", "statistical"):
+        rows = compare_metrics({"baseline": {"exact_match": 0.1, "exact_match_stderr": 0.01}}, {}, mode)
+        assert not rows[0].ok and rows[0].reproduced is None
+
+
+def test_check_picks_the_mode_from_the_recorded_environments(tmp_path):
+    committed, same, other = tmp_path / "c", tmp_path / "s", tmp_path / "o"
+    write(committed, "tuned", TUNED)
+    write(same, "tuned", TUNED)
+    write(other, "tuned", {**TUNED, "exact_match": 0.81}, environment={"cpu": {"model": "B"}, "threads": 2})
+    ok, report = check(committed, same)
+    assert ok and report.startswith("mode: exact") and "byte-identical" in report
+    ok, report = check(committed, other)
+    assert ok and report.startswith("mode: statistical") and "cpu.model: A -> B" in report
+    ok, report = check(committed, other, force="exact")
+    assert not ok and report.startswith("mode: exact (--exact") and "FAILED (exact): tuned/exact_match" in report
+    ok, report = check(committed, other, tolerance=0.05)
+    assert ok and report.startswith("mode: tolerance")
+
+
+def test_exact_mode_demands_byte_identical_outputs(tmp_path):
     committed, reproduced = tmp_path / "c", tmp_path / "r"
-    write(committed, "tuned", {"exact_match": 0.8, "bleu": 70.0, "n_examples": 400})
-    write(reproduced, "tuned", {"exact_match": 0.8 + 1e-9, "bleu": 70.5, "n_examples": 400})
-    rows, ok = compare_metrics(committed, reproduced, tolerance=1e-6)
-    assert not ok
-    verdict = {key: row_ok for _, key, _, _, _, row_ok in rows}
-    assert verdict == {"exact_match": True, "bleu": False, "n_examples": True}
-    assert "<-- differs" in format_table(rows, 1e-6)
-    _, ok = compare_metrics(committed, reproduced, tolerance=1.0)
-    assert ok
-
-
-def test_missing_reproduced_file_fails(tmp_path):
-    write(tmp_path / "c", "baseline", {"exact_match": 0.1})
-    rows, ok = compare_metrics(tmp_path / "c", tmp_path / "r", tolerance=1.0)
-    assert not ok and rows[0][3] is None
+    write(committed, "tuned", TUNED)
+    write(reproduced, "tuned", TUNED)
+    (reproduced / "dvc.lock").write_text("stages:\n  train:\n    outs:\n    - path: models/tuned\n      md5: def\n")
+    ok, report = check(committed, reproduced)
+    assert not ok and "differ from the committed ones: models/tuned" in report
+    assert check(committed, reproduced, tolerance=1e-6)[0]  # an explicit tolerance looks at the metrics only
 
 
 def _git_repo(root, files):

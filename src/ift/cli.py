@@ -2,7 +2,8 @@
 
     ift ask "What is the capital of France?" [--input TEXT] [--model DIR]
     ift chat [--model DIR]
-    ift verify [--tolerance X]
+    ift verify [--exact | --tolerance X] [--keep]
+    ift spread [--seeds N ...]
     ift bench [--out DIR] [--levers]
 """
 
@@ -84,8 +85,14 @@ def cmd_chat(args: argparse.Namespace) -> None:
 def cmd_verify(args: argparse.Namespace) -> None:
     from ift.verify import verify
 
-    if not verify(Path.cwd(), args.tolerance, args.keep):
+    if not verify(Path.cwd(), "exact" if args.exact else None, args.tolerance, args.keep):
         sys.exit(1)
+
+
+def cmd_spread(args: argparse.Namespace) -> None:
+    from ift.spread import markdown, measure_spread
+
+    print(markdown(measure_spread(Path.cwd(), args.seeds, args.keep)))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -109,15 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
     ask.set_defaults(func=cmd_ask)
     chat.set_defaults(func=cmd_chat)
 
-    from ift.verify import DEFAULT_TOLERANCE
-
     verify = commands.add_parser(
-        "verify", help="rebuild the committed pipeline from scratch and compare with the committed metrics")
-    verify.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help=f"largest absolute difference accepted per metric (default {DEFAULT_TOLERANCE:g}; "
-                             "see the README for other machines)")
+        "verify", help="rebuild the committed pipeline from scratch and compare with the committed metrics: "
+                       "exactly in the environment that made them, within their noise elsewhere")
+    how = verify.add_mutually_exclusive_group()
+    how.add_argument("--exact", action="store_true",
+                     help="demand identical metrics and byte-identical outputs whatever the environment")
+    how.add_argument("--tolerance", type=float, default=None,
+                     help="accept any metric within this absolute difference instead")
     verify.add_argument("--keep", action="store_true", help="keep the temporary rebuild for inspection")
     verify.set_defaults(func=cmd_verify)
+
+    spread = commands.add_parser(
+        "spread", help="rerun the committed pipeline with other seeds and write each metric's run-to-run "
+                       "spread to reports/spread.json (used by ift verify; one pipeline run per seed)")
+    from ift.spread import DEFAULT_SEEDS
+
+    spread.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS,
+                        help=f"default: {' '.join(map(str, DEFAULT_SEEDS))}")
+    spread.add_argument("--keep", action="store_true", help="keep the temporary copy for inspection")
+    spread.set_defaults(func=cmd_spread)
 
     bench = commands.add_parser("bench", help="benchmark against the tutorial's way and this machine's peak "
                                 "(writes reports/bench.json and reports/bench.md; several minutes)")

@@ -77,9 +77,12 @@ class DataConfig:
     train_split: str = "train"
     test_split: str | None = None  # None: split train_split with test_size
     fields: FieldsConfig = field(default_factory=FieldsConfig)
-    test_size: float = 0.1
+    test_size: float = 0.1  # a fraction of the rows (0 < x < 1) or, from 1 up, a number of rows
     limit: int | None = None  # take only the first N rows (streamed from the Hub)
     demo: DemoConfig | None = None
+    # Seeds the demo data and the train/test split; null: the top-level seed. `ift spread`
+    # fixes it while varying `seed`, so that only the training path changes.
+    seed: int | None = None
 
 
 @dataclass
@@ -161,7 +164,8 @@ def _check_ranges(params: Params, source: str) -> None:
         (t.max_length >= 2, "train.max_length", t.max_length, "must be >= 2"),
         (t.logging_steps >= 1, "train.logging_steps", t.logging_steps, "must be >= 1"),
         (t.save_steps >= 0, "train.save_steps", t.save_steps, "must be >= 0 (0 turns checkpoints off)"),
-        (0 < d.test_size < 1, "data.test_size", d.test_size, "must be between 0 and 1, e.g. 0.1"),
+        (0 < d.test_size < 1 or (d.test_size >= 1 and float(d.test_size).is_integer()), "data.test_size",
+         d.test_size, "must be a fraction between 0 and 1 (e.g. 0.1) or a whole number of rows (e.g. 2000)"),
         (d.limit is None or d.limit >= 1, "data.limit", d.limit, "must be >= 1 or null"),
         (d.demo is None or d.demo.num_examples >= 2, "data.demo.num_examples",
          d.demo and d.demo.num_examples, "must be >= 2 (a train and a test example)"),

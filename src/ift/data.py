@@ -224,19 +224,26 @@ def to_records(rows: Iterable[SourceRow], fields: FieldsConfig) -> list[dict[str
 
 
 def split_records(records: list[dict], test_size: float, seed: int) -> dict[str, list[dict]]:
-    """A seeded train/test split (datasets' train_test_split over row indices)."""
+    """A seeded train/test split (datasets' train_test_split over row indices).
+
+    `test_size` below 1 is a fraction of the rows, from 1 up a number of rows.
+    """
     from datasets import Dataset
 
     if len(records) < 2:
         raise UserError(f"only {len(records)} usable row(s): need at least 2 to split train/test")
+    if test_size >= 1 and test_size > len(records) - 1:
+        raise UserError(f"data.test_size={test_size:g} rows, but there are only {len(records)}: leave at least one "
+                        f"for training, e.g. `dvc exp run -S data.test_size=0.1`")
     indices = Dataset.from_dict({"i": list(range(len(records)))})
-    split = indices.train_test_split(test_size=test_size, seed=seed)
+    split = indices.train_test_split(test_size=int(test_size) if test_size >= 1 else test_size, seed=seed)
     return {name: [records[i] for i in split[name]["i"]] for name in ("train", "test")}
 
 
 def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[dict]], dict[str, Any]]:
     """Materialise train/test records for the configured source; return (splits, metadata)."""
     meta: dict[str, Any] = {"source": cfg.source}
+    seed = seed if cfg.seed is None else cfg.seed
     if cfg.source == "demo":
         assert cfg.demo is not None  # checked by ift.config
         records = demo.generate(cfg.demo.num_examples, seed)[: cfg.limit]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import string
 from collections import Counter
@@ -13,12 +12,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ift.modeling import IGNORE_INDEX, encode_example
+from ift.statistics import EVAL_METRICS, metric_value, score_arrays, stderr_key, with_stderrs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-METRIC_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", "answer_loss",
-               "answer_perplexity", "n_examples")
+# metrics.json keys, in order: each eval metric and its standard error, then the example count.
+METRIC_KEYS = (*(key for m in EVAL_METRICS for key in (m, stderr_key(m))), "n_examples")
 
 
 def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -143,18 +143,19 @@ def generate_answers(
 
 
 @torch.inference_mode()
-def answer_loss(
+def answer_losses(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     answers: Sequence[str],
     batch_size: int,
-) -> float:
-    """Mean cross-entropy per answer token (EOS included), teacher-forced on the references."""
+) -> list[tuple[float, int]]:
+    """Per example: (summed cross-entropy over its answer tokens, EOS included; their count),
+    teacher-forced on the references."""
     model.eval()
     device = model.device
     examples = [encode_example(p, a, tokenizer) for p, a in zip(prompts, answers)]
-    total_loss, total_tokens = 0.0, 0
+    losses: list[tuple[float, int]] = [(0.0, 0)] * len(examples)
     for batch in _length_sorted_batches([len(e["input_ids"]) for e in examples], batch_size):
         width = max(len(examples[i]["input_ids"]) for i in batch)
         input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -167,12 +168,13 @@ def answer_loss(
             labels[row, :len(ids)] = torch.tensor([t if m else IGNORE_INDEX for t, m in zip(ids, mask)])
         logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
         # Position t predicts token t+1.
-        shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-        shift_labels = labels[:, 1:].reshape(-1).to(device)
-        total_loss += torch.nn.functional.cross_entropy(
-            shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum").item()
-        total_tokens += int((shift_labels != IGNORE_INDEX).sum())
-    return total_loss / max(total_tokens, 1)
+        shift_labels = labels[:, 1:].to(device)
+        token_losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
+        sums, counts = token_losses.sum(dim=1).tolist(), (shift_labels != IGNORE_INDEX).sum(dim=1).tolist()
+        for row, i in enumerate(batch):
+            losses[i] = (sums[row], int(counts[row]))
+    return losses
 
 
 def normalize_answer(text: str) -> str:
@@ -196,21 +198,27 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """exact_match, token_f1, rouge_l (F-measure) averaged over examples; corpus BLEU (0-100)."""
-    import sacrebleu
+def example_scores(predictions: Sequence[str], references: Sequence[str]) -> list[dict]:
+    """Per example: exact_match (stripped equality), token_f1, rouge_l (F-measure), and the
+    sacrebleu statistics (n-gram matches and totals, lengths) that corpus BLEU sums."""
     from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU
 
-    n = len(predictions)
-    if n == 0:
-        return {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0, "bleu": 0.0}
     scorer = rouge_scorer.RougeScorer(["rougeL"])
-    return {
-        "exact_match": sum(p.strip() == r.strip() for p, r in zip(predictions, references)) / n,
-        "token_f1": sum(token_f1(p, r) for p, r in zip(predictions, references)) / n,
-        "rouge_l": sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references)) / n,
-        "bleu": sacrebleu.corpus_bleu(list(predictions), [list(references)]).score,
-    }
+    # The segment statistics corpus_score sums (sacrebleu.significance resamples them the same way).
+    bleu_stats = BLEU()._extract_corpus_statistics(list(predictions), [list(references)]) if predictions else []
+    return [{"exact_match": float(p.strip() == r.strip()), "token_f1": token_f1(p, r),
+             "rouge_l": scorer.score(r, p)["rougeL"].fmeasure, "bleu_stats": [int(x) for x in stats]}
+            for p, r, stats in zip(predictions, references, bleu_stats)]
+
+
+def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """exact_match, token_f1, rouge_l averaged over examples; corpus BLEU (0-100)."""
+    if not predictions:
+        return {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0, "bleu": 0.0}
+    arrays = score_arrays([{**s, "answer_loss_sum": 0.0, "answer_tokens": 0}
+                           for s in example_scores(predictions, references)])
+    return {m: float(metric_value(m, arrays)) for m in ("exact_match", "token_f1", "rouge_l", "bleu")}
 
 
 def evaluate(
@@ -219,19 +227,23 @@ def evaluate(
     rows: Sequence[dict[str, str]],
     max_new_tokens: int,
     batch_size: int,
+    seed: int,
     desc: str = "generating",
-) -> tuple[dict[str, float], list[dict[str, str]]]:
-    """Generate for every row, score against the references; return (metrics, predictions)."""
+) -> tuple[dict[str, float], list[dict]]:
+    """Generate for every row and score against the references; return (metrics, predictions).
+
+    Each prediction keeps its example's scores, so that metrics can be resampled and two
+    models compared example by example (ift.statistics); `seed` seeds the bootstrap.
+    """
     prompts = [r["input"] for r in rows]
     references = [r["output"] for r in rows]
     predictions = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, desc)
-    loss = answer_loss(model, tokenizer, prompts, references, batch_size)
-    metrics = {
-        **text_metrics(predictions, references),
-        "answer_loss": loss,
-        "answer_perplexity": math.exp(min(loss, 700.0)),  # exp overflows a float past ~709
-        "n_examples": len(rows),
-    }
-    records = [{"input": p, "reference": r, "prediction": y}
-               for p, r, y in zip(prompts, references, predictions)]
+    losses = answer_losses(model, tokenizer, prompts, references, batch_size)
+    scores = [{**text, "answer_loss_sum": loss, "answer_tokens": tokens}
+              for text, (loss, tokens) in zip(example_scores(predictions, references), losses)]
+    arrays = score_arrays(scores)
+    metrics = {m: float(metric_value(m, arrays)) for m in EVAL_METRICS} if rows else dict.fromkeys(EVAL_METRICS, 0.0)
+    metrics = with_stderrs({**metrics, "n_examples": len(rows)}, arrays, seed)
+    records = [{"input": p, "reference": r, "prediction": y, "scores": s}
+               for p, r, y, s in zip(prompts, references, predictions, scores)]
     return {k: metrics[k] for k in METRIC_KEYS}, records

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ift.errors import UserError
+from ift.statistics import CONFIDENCE, EVAL_METRICS, RESAMPLES, estimate, paired_difference, score_arrays
+
 # Metrics where higher is better; the rest (loss, perplexity) are better lower.
 HIGHER_IS_BETTER = ("exact_match", "token_f1", "rouge_l", "bleu")
 # Metrics on a 0..1 scale, plotted side by side (bleu is 0..100, loss is unbounded).
 PLOTTED = ("exact_match", "token_f1", "rouge_l")
+# lm-evaluation-harness warns about paired comparisons on fewer examples than this.
+SMALL_TEST_SET = 300
 
 
 def _fmt(value: float) -> str:
@@ -26,33 +31,58 @@ def question_of(prompt: str) -> str:
     return body.removesuffix("\n\n### Response:").replace("\n\n### Input:\n", "\nInput: ")
 
 
+def _interval(estimate: dict) -> str:
+    return f"{_fmt(estimate['value'])} [{_fmt(estimate['low'])}, {_fmt(estimate['high'])}]"
+
+
+def _p_value(p: float, test: str) -> str:
+    """A p-value to three decimals; a permutation test's smallest, 2/(resamples+1), as a bound."""
+    smallest = 2 / (RESAMPLES + 1)
+    if test != "McNemar exact" and p <= smallest * (1 + 1e-9):
+        return f"≤ {smallest:.3f}"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def comparison_markdown(
-    baseline: dict, tuned: dict, baseline_preds: Sequence[dict], tuned_preds: Sequence[dict],
-    num_examples: int, baseline_name: str, tuned_name: str,
+    baseline_preds: Sequence[dict], tuned_preds: Sequence[dict], num_examples: int,
+    baseline_name: str, tuned_name: str, seed: int,
 ) -> str:
-    """Metrics table with deltas, then example rows: question, reference, base and tuned answers."""
+    """Each metric with its 95% interval for both models, the paired difference with its
+    interval and p-value; then example rows: question, reference, base and tuned answers."""
+    if [p["input"] for p in baseline_preds] != [p["input"] for p in tuned_preds]:
+        raise UserError("the baseline's and the tuned model's predictions are not on the same test examples "
+                        "in the same order: rerun both eval stages (`dvc repro -f baseline_eval tuned_eval`)")
+    base = score_arrays([p["scores"] for p in baseline_preds])
+    tuned = score_arrays([p["scores"] for p in tuned_preds])
+    n = len(tuned_preds)
     lines = [
         "# Baseline vs tuned",
         "",
-        f"Base model: `{baseline_name}`; tuned model: `{tuned_name}`; "
-        f"{tuned['n_examples']} test examples, greedy decoding.",
+        f"Base model: `{baseline_name}`; tuned model: `{tuned_name}`; {n} test examples, greedy decoding.",
         "",
-        "| metric | baseline | tuned | delta |",
-        "| --- | ---: | ---: | ---: |",
+        f"Each value with its {CONFIDENCE:.0%} interval over test examples; the difference is paired (the same "
+        "examples), with a two-sided p-value. ✓ marks a significant (p < 0.05) improvement.",
+        "",
+        "| metric | baseline | tuned | tuned − baseline | p | test |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for key, value in baseline.items():
-        if key == "n_examples":
-            continue
-        delta = tuned[key] - value
-        better = (delta > 0) == (key in HIGHER_IS_BETTER) and delta != 0
-        lines.append(f"| {key} | {_fmt(value)} | {_fmt(tuned[key])} | {delta:+.4f}{' ✓' if better else ''} |")
-    shown = min(num_examples, len(tuned_preds))
+    for key in EVAL_METRICS:
+        diff = paired_difference(key, tuned, base, seed)
+        better = diff["p_value"] < 0.05 and (diff["diff"] > 0) == (key in HIGHER_IS_BETTER)
+        lines.append(
+            f"| {key} | {_interval(estimate(key, base, seed))} | {_interval(estimate(key, tuned, seed))} "
+            f"| {diff['diff']:+.4f} [{diff['low']:+.4f}, {diff['high']:+.4f}]{' ✓' if better else ''} "
+            f"| {_p_value(diff['p_value'], diff['test'])} | {diff['test']} |")
+    if n < SMALL_TEST_SET:
+        lines += ["", f"Only {n} test examples: intervals are wide and p-values rough below {SMALL_TEST_SET} "
+                      "(raise data.test_size or eval.limit)."]
+    shown = min(num_examples, n)
     if shown:
         lines += ["", f"## {shown} test examples", "",
                   "| question | reference | base model | tuned model |", "| --- | --- | --- | --- |"]
-        for base, new in zip(baseline_preds[:shown], tuned_preds[:shown]):
+        for base_row, new in zip(baseline_preds[:shown], tuned_preds[:shown]):
             lines.append(f"| {_cell(question_of(new['input']))} | {_cell(new['reference'])} "
-                         f"| {_cell(base['prediction'])} | {_cell(new['prediction'])} |")
+                         f"| {_cell(base_row['prediction'])} | {_cell(new['prediction'])} |")
     return "\n".join(lines) + "\n"
 
 

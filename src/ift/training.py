@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ift.config import TinyModelConfig, TrainConfig, bad_value
 from ift.errors import UserError
+from ift.io import write_json
 from ift.modeling import IGNORE_INDEX, bf16_supported, encode_example, pick_device
 from ift.packing import PackedRowPadding
 
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 # which restarts at zero on resume (it is not part of a checkpoint).
 UNREPRODUCIBLE_LOG_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second",
                            "total_flos", "train_loss", "num_tokens")
+# Training curves whose last logged values are averaged into metrics.json's "smoothed" section.
+SMOOTHED_CURVES = ("loss", "grad_norm", "entropy", "mean_token_accuracy")
+SMOOTHING_WINDOW = 5  # logged points: 50 optimizer steps at logging_steps=10
 
 
 def encode_rows(
@@ -88,12 +92,22 @@ def check_trainer_choices(cfg: TrainConfig, source: str) -> None:
             raise bad_value(source, f"train.{key}", value, f"must be one of {', '.join(allowed)}")
 
 
+def uses_bf16(cfg: TrainConfig) -> bool:
+    """Whether training runs under bf16 autocast (train.bf16; null: where the device has it natively)."""
+    return bf16_supported(pick_device()) if cfg.bf16 is None else cfg.bf16
+
+
+def compute_dtype(cfg: TrainConfig) -> str:
+    """The training's compute dtype, as the environment record names it."""
+    return "bfloat16 autocast" if uses_bf16(cfg) else "float32"
+
+
 def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int) -> Any:
     """TRL SFTConfig from our train section (TRL takes warmup_steps, not warmup_ratio)."""
     from trl import SFTConfig
 
     device = pick_device()
-    use_bf16 = bf16_supported(device) if cfg.bf16 is None else cfg.bf16
+    use_bf16 = uses_bf16(cfg)
     examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     steps_per_epoch = math.ceil(num_examples / examples_per_step)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.num_train_epochs)
@@ -330,9 +344,26 @@ def finetune(
                      callbacks=[dvclive_callback(live_dir, resume=checkpoint is not None and live_dir.exists())],
                      resume_from=checkpoint)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(live_dir / "metrics.json", reports_dir / "metrics.json")
+    metrics = {**json.loads((live_dir / "metrics.json").read_text()),
+               "smoothed": smoothed_curves(live_dir / "plots" / "metrics")}
+    write_json(reports_dir / "metrics.json", metrics)
     shutil.copytree(live_dir / "plots", reports_dir / "plots", dirs_exist_ok=True)
     return result
+
+
+def smoothed_curves(curves_dir: Path, window: int = SMOOTHING_WINDOW) -> dict[str, float]:
+    """The mean of the last `window` logged values of each noisy training curve.
+
+    The last logged point alone moves with every batch; `ift verify` compares these means
+    across environments instead.
+    """
+    smoothed: dict[str, float] = {"window": window}
+    for name in SMOOTHED_CURVES:
+        tsv = curves_dir / f"{name}.tsv"
+        if tsv.exists():
+            values = [float(line.split("\t")[1]) for line in tsv.read_text().splitlines()[1:] if line]
+            smoothed[name] = sum(values[-window:]) / len(values[-window:]) if values else float("nan")
+    return smoothed
 
 
 def pretrain(

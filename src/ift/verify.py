@@ -2,26 +2,41 @@
 
 The rebuild happens in a temporary copy of the committed tree (HEAD) with an empty DVC
 cache, so the user's workspace and cache are untouched and nothing is restored from a
-run cache: every stage really runs.
+run cache: every stage really runs. In the environment that made the committed results the
+comparison is exact (byte-identical outputs); elsewhere it is statistical: each metric
+within its measured noise.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from ift.environment import differences
 from ift.errors import UserError
+from ift.io import read_json
+from ift.statistics import stderr_key
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOLERANCE = 1e-6  # same machine: the CPU run is deterministic (see README, Guarantees)
+DEFAULT_TOLERANCE = 1e-6  # same environment: the run is deterministic (see README, Guarantees)
 METRICS_GLOB = "reports/*/metrics.json"
+ENVIRONMENT_DIR = "reports/environment"
+SPREAD_FILE = "reports/spread.json"  # run-to-run spread on the reference environment (`ift spread`)
+# Another environment: an eval metric passes within 3 sigma, sigma^2 = stderr^2 + 2 x spread^2;
+# a smoothed training curve within 25% (README, Guarantees, for the false-alarm rate).
+NOISE_SIGMAS = 3.0
+TRAINING_RTOL = 0.25
+# Metrics bounded by [0, scale], whose standard error is floored (stderr_floor).
+BOUNDED_METRICS = {"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0, "bleu": 100.0}
 
 
 def subprocess_env(copy: Path) -> dict[str, str]:
@@ -98,32 +113,118 @@ def _numbers(data: object, prefix: str = "") -> dict[str, float]:
     return {}
 
 
-def compare_metrics(committed_root: Path, reproduced_root: Path, tolerance: float) -> tuple[list[tuple], bool]:
-    """Rows (file, metric, committed, reproduced, difference, ok) and whether all are within tolerance."""
-    rows, all_ok = [], True
-    for path in sorted(committed_root.glob(METRICS_GLOB)):
-        relative = path.relative_to(committed_root)
-        committed = _numbers(json.loads(path.read_text()))
-        reproduced_file = reproduced_root / relative
-        reproduced = _numbers(json.loads(reproduced_file.read_text())) if reproduced_file.exists() else {}
-        for key, value in committed.items():
-            new = reproduced.get(key)
-            diff = None if new is None else new - value
-            ok = diff is not None and abs(diff) <= tolerance
-            all_ok &= ok
-            rows.append((str(relative.parent), key, value, new, diff, ok))
-    return rows, all_ok
+def read_metrics(root: Path) -> dict[str, dict[str, float]]:
+    """{report dir (e.g. "tuned"): {metric: value}} for every metrics file under `root`."""
+    return {path.parent.name: _numbers(read_json(path)) for path in sorted(root.glob(METRICS_GLOB))}
 
 
-def format_table(rows: list[tuple], tolerance: float) -> str:
-    lines = [f"{'file':<18} {'metric':<22} {'committed':>14} {'reproduced':>14} {'difference':>12}",
-             "-" * 84]
-    for where, key, old, new, diff, ok in rows:
-        shown_new = "missing" if new is None else f"{new:.6g}"
-        shown_diff = "-" if diff is None else f"{diff:+.3g}"
-        flag = "" if ok else "  <-- differs"
-        lines.append(f"{where:<18} {key:<22} {old:>14.6g} {shown_new:>14} {shown_diff:>12}{flag}")
-    lines.append(f"tolerance: {tolerance:g} (absolute)")
+def read_environments(root: Path) -> dict[str, dict]:
+    """{stage: environment record} as the stages wrote them under `root`."""
+    return {path.stem: read_json(path) for path in sorted((root / ENVIRONMENT_DIR).glob("*.json"))}
+
+
+def environment_changes(committed: dict[str, dict], reproduced: dict[str, dict]) -> list[str]:
+    """What differs between the environments that made the committed and the reproduced results."""
+    if not committed:
+        return [f"no environment recorded with the committed results ({ENVIRONMENT_DIR}/)"]
+    changes = []
+    for stage in sorted(set(committed) | set(reproduced)):
+        if stage not in reproduced or stage not in committed:
+            changes.append(f"{stage}: recorded on one side only")
+            continue
+        changes += [f"{stage}: {line}" for line in differences(committed[stage], reproduced[stage])]
+    return changes
+
+
+@dataclass
+class Row:
+    """One metric's comparison: the rule that applied and by how much it passed or failed."""
+
+    where: str
+    metric: str
+    committed: float
+    reproduced: float | None
+    rule: str
+    margin: str
+    ok: bool
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.reproduced is None else self.reproduced - self.committed
+
+
+def _exact_row(where: str, key: str, old: float, new: float | None, tolerance: float, relative: bool = False) -> Row:
+    limit = tolerance * max(1.0, abs(old)) if relative else tolerance
+    ok = new is not None and abs(new - old) <= limit
+    return Row(where, key, old, new, f"|d| <= {limit:.3g}", "-" if new is None else f"|d| = {abs(new - old):.3g}", ok)
+
+
+def stderr_floor(metric: str, value: float, n: float) -> float:
+    """The smallest standard error a bounded metric is given: Agresti-Coull's, (k + 2) / (n + 4).
+
+    At 0 or 1 every example scores the same and the test-set standard error is 0, which would
+    make any change at all a failure; the floor is the error such a value really has.
+    """
+    scale = BOUNDED_METRICS.get(metric)
+    if scale is None or n < 1:
+        return 0.0
+    shrunk = (value / scale * n + 2) / (n + 4)
+    return scale * math.sqrt(shrunk * (1 - shrunk) / (n + 4))
+
+
+def statistical_row(where: str, key: str, committed: dict[str, float], new: float | None,
+                    spread: dict[str, float]) -> Row:
+    """The rule for one metric when the environment differs (README, Guarantees)."""
+    from ift.training import SMOOTHED_CURVES  # (training imports torch: not at `ift` start-up)
+
+    old = committed[key]
+    if key.endswith("_stderr"):
+        return Row(where, key, old, new, "not compared", "an uncertainty, not a result", True)
+    if new is None:
+        return Row(where, key, old, new, "missing", "-", False)
+    if stderr_key(key) in committed:  # an eval metric: within its noise
+        s = spread.get(key, 0.0)
+        se = max(committed[stderr_key(key)] or 0.0, stderr_floor(key, old, committed.get("n_examples", 0)))
+        sigma = math.sqrt(se ** 2 + 2 * s ** 2)
+        z = abs(new - old) / sigma if sigma > 0 else (0.0 if new == old else math.inf)
+        source = "" if key in spread else ", no spread measured"
+        return Row(where, key, old, new, f"|d| <= {NOISE_SIGMAS:g} sigma{source}", f"|d| = {z:.2f} sigma",
+                   z <= NOISE_SIGMAS)
+    name = key.removeprefix("smoothed.")
+    if name != key and name in SMOOTHED_CURVES:  # a training curve's mean over its last points
+        relative = abs(new - old) / abs(old) if old else (0.0 if new == old else math.inf)
+        return Row(where, key, old, new, f"|d| <= {TRAINING_RTOL:.0%}", f"|d| = {relative:.1%}",
+                   relative <= TRAINING_RTOL)
+    if key in SMOOTHED_CURVES:
+        return Row(where, key, old, new, "not compared", "last noisy point: see smoothed.*", True)
+    # Counts and schedules (n_examples, step, epoch, learning_rate) follow from config and data alone.
+    return _exact_row(where, key, old, new, DEFAULT_TOLERANCE, relative=True)
+
+
+def compare_metrics(committed: dict[str, dict[str, float]], reproduced: dict[str, dict[str, float]], mode: str,
+                    tolerance: float = DEFAULT_TOLERANCE, spread: dict | None = None) -> list[Row]:
+    """One row per committed metric, under the rules of `mode` (exact, tolerance or statistical)."""
+    rows = []
+    for where, metrics in committed.items():
+        found = reproduced.get(where, {})
+        for key, old in metrics.items():
+            new = found.get(key)
+            if mode == "statistical":
+                rows.append(statistical_row(where, key, metrics, new, (spread or {}).get(where, {})))
+            else:
+                rows.append(_exact_row(where, key, old, new, tolerance))
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = [f"{'file':<10} {'metric':<28} {'committed':>12} {'reproduced':>12} {'difference':>11}  "
+             f"{'rule':<26} {'result'}", "-" * 120]
+    for row in rows:
+        shown_new = "missing" if row.reproduced is None else f"{row.reproduced:.6g}"
+        shown_diff = "-" if row.difference is None else f"{row.difference:+.3g}"
+        verdict = f"ok, {row.margin}" if row.ok else f"FAILED, {row.margin}"
+        lines.append(f"{row.where:<10} {row.metric:<28} {row.committed:>12.6g} {shown_new:>12} {shown_diff:>11}  "
+                     f"{row.rule:<26} {verdict}")
     return "\n".join(lines)
 
 
@@ -136,35 +237,80 @@ def locked_outputs(lock_file: Path) -> dict[str, str]:
             for out in stage.get("outs", [])}
 
 
-def verify(repo: Path, tolerance: float = DEFAULT_TOLERANCE, keep: bool = False) -> bool:
-    """Rebuild HEAD in a temporary copy; print the comparison; True if every metric matches."""
+def read_spread(root: Path) -> dict[str, dict[str, float]]:
+    """{report dir: {metric: run-to-run standard deviation}} from the committed `ift spread` file."""
+    path = root / SPREAD_FILE
+    return read_json(path)["std"] if path.exists() else {}
+
+
+def check(committed_root: Path, reproduced_root: Path, force: str | None = None,
+          tolerance: float | None = None) -> tuple[bool, str]:
+    """Compare a rebuild with the committed results; return (ok, the report to print).
+
+    The mode is exact when both were made in the same environment (or `force="exact"`),
+    absolute `tolerance` when one is given, statistical otherwise.
+    """
+    changes = environment_changes(read_environments(committed_root), read_environments(reproduced_root))
+    if tolerance is not None:
+        mode, why = "tolerance", f"absolute tolerance {tolerance:g} asked for"
+    elif force == "exact" or not changes:
+        mode = "exact"
+        why = "--exact asked for" if changes else "the same environment as the committed results"
+    else:
+        mode, why = "statistical", "another environment than the committed results"
+    lines = [f"mode: {mode} ({why})"]
+    if changes:
+        lines += ["environment differences:", *(f"  {change}" for change in changes)]
+    spread = read_spread(committed_root)
+    if mode == "statistical" and not spread:
+        lines.append(f"no {SPREAD_FILE} committed: eval metrics are compared by their test-set noise alone")
+    rows = compare_metrics(read_metrics(committed_root), read_metrics(reproduced_root), mode,
+                           DEFAULT_TOLERANCE if tolerance is None else tolerance, spread)
+    ok = all(row.ok for row in rows)
+    lines.append(format_table(rows))
+    committed_outs = locked_outputs(committed_root / "dvc.lock")
+    reproduced_outs = locked_outputs(reproduced_root / "dvc.lock")
+    differing = sorted(p for p, md5 in committed_outs.items() if reproduced_outs.get(p) != md5)
+    lines.append("outputs in dvc.lock: " + ("byte-identical to the committed ones" if not differing
+                                             else f"differ from the committed ones: {', '.join(differing)}"))
+    if mode == "exact" and differing:
+        ok = False
+    failed = sorted({f"{row.where}/{row.metric}" for row in rows if not row.ok})
+    if ok:
+        lines.append(f"verify: OK, every metric reproduced ({mode})")
+    else:
+        lines.append(f"verify: FAILED ({mode}): " + (", ".join(failed) if failed else "outputs differ")
+                     + (" beyond the rule" if failed else ""))
+    return ok, "\n".join(lines)
+
+
+def rebuild(repo: Path, workdir: Path, committed: Path, env: dict[str, str] | None = None) -> None:
+    """Export HEAD into `workdir`, keep its committed results in `committed`, rebuild `workdir` from scratch."""
+    export_head(repo, workdir)
+    if not list(workdir.glob(METRICS_GLOB)):
+        raise UserError(f"no committed {METRICS_GLOB}: run `dvc repro` and commit the metrics first")
+    reasons = stale_reasons(workdir)
+    if reasons:
+        raise UserError("the committed dvc.lock is stale (" + "; ".join(reasons) +
+                        "): run `dvc repro` and commit dvc.lock and the metrics")
+    for pattern in (METRICS_GLOB, f"{ENVIRONMENT_DIR}/*.json", SPREAD_FILE, "dvc.lock"):
+        for path in workdir.glob(pattern):  # the committed files, before they are rebuilt
+            (committed / path.relative_to(workdir)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, committed / path.relative_to(workdir))
+    print(f"rebuilding the committed pipeline from scratch in {workdir} ...", file=sys.stderr, flush=True)
+    repro = subprocess.run(["dvc", "repro"], cwd=workdir, env={**subprocess_env(workdir), **(env or {})}, text=True)
+    if repro.returncode != 0:
+        raise UserError(f"`dvc repro` failed in {workdir} (exit {repro.returncode}); see its output above")
+
+
+def verify(repo: Path, force: str | None = None, tolerance: float | None = None, keep: bool = False) -> bool:
+    """Rebuild HEAD in a temporary copy; print the comparison; True if it passes."""
     workdir = Path(tempfile.mkdtemp(prefix="ift-verify-"))
     committed = Path(tempfile.mkdtemp(prefix="ift-committed-"))
     try:
-        export_head(repo, workdir)
-        if not list(workdir.glob(METRICS_GLOB)):
-            raise UserError(f"no committed {METRICS_GLOB}: run `dvc repro` and commit the metrics first")
-        reasons = stale_reasons(workdir)
-        if reasons:
-            raise UserError("the committed dvc.lock is stale (" + "; ".join(reasons) +
-                            "): run `dvc repro` and commit dvc.lock and the metrics")
-        for path in workdir.glob(METRICS_GLOB):  # keep the committed values before they are rebuilt
-            (committed / path.relative_to(workdir)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, committed / path.relative_to(workdir))
-        committed_outs = locked_outputs(workdir / "dvc.lock")
-
-        print(f"rebuilding the committed pipeline from scratch in {workdir} ...", file=sys.stderr, flush=True)
-        repro = _run(["dvc", "repro"], workdir, capture=False)
-        if repro.returncode != 0:
-            raise UserError(f"`dvc repro` failed in {workdir} (exit {repro.returncode}); see its output above")
-
-        rows, ok = compare_metrics(committed, workdir, tolerance)
-        print(format_table(rows, tolerance))
-        reproduced_outs = locked_outputs(workdir / "dvc.lock")
-        differing = sorted(p for p, md5 in committed_outs.items() if reproduced_outs.get(p) != md5)
-        print("outputs in dvc.lock: " + ("byte-identical to the committed ones" if not differing
-                                          else f"differ from the committed ones: {', '.join(differing)}"))
-        print("verify: " + ("OK, every metric reproduced" if ok else "FAILED, metrics differ beyond the tolerance"))
+        rebuild(repo, workdir, committed)
+        ok, report = check(committed, workdir, force, tolerance)
+        print(report)
         return ok
     finally:
         shutil.rmtree(committed, ignore_errors=True)
