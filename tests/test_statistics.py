@@ -6,8 +6,15 @@ import sacrebleu
 from scipy import stats
 
 from ift.evaluation import example_scores
-from ift.statistics import (EVAL_METRICS, estimate, metric_value, paired_difference, score_arrays, stderr_key,
-                            with_stderrs)
+from ift.statistics import (
+    EVAL_METRICS,
+    estimate,
+    metric_value,
+    paired_difference,
+    score_arrays,
+    stderr_key,
+    with_stderrs,
+)
 
 
 def arrays_of(predictions, references, losses=None):

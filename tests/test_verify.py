@@ -6,8 +6,17 @@ import pytest
 
 from ift.bench import refuse_uncommitted
 from ift.errors import UserError
-from ift.verify import (ENVIRONMENT_DIR, _numbers, check, commit_all, compare_metrics, export_head, format_table,
-                        stale_reasons, subprocess_env)
+from ift.verify import (
+    ENVIRONMENT_DIR,
+    _numbers,
+    check,
+    commit_all,
+    compare_metrics,
+    export_head,
+    format_table,
+    stale_reasons,
+    subprocess_env,
+)
 from tests.conftest import ROOT
 
 
@@ -151,3 +160,33 @@ def test_bench_refuses_uncommitted_measured_code(tmp_path, monkeypatch):
     for where in (tmp_path, tmp_path / "src"):  # from a subdirectory too
         with pytest.raises(UserError, match=r"src/ift/__init__.py.*commit or stash"):
             refuse_uncommitted(where)
+
+
+def test_verify_refuses_a_stale_lock_before_rebuilding(tmp_path):
+    from ift.verify import rebuild
+    from tests.conftest import copy_repo
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    copy_repo(repo)
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("\n  learning_rate: 0.001\n", "\n  learning_rate: 0.002\n"))
+    commit_all(repo, "params changed without dvc repro")
+    (tmp_path / "w").mkdir(), (tmp_path / "c").mkdir()
+    with pytest.raises(UserError, match=r"dvc.lock is stale .*params.yaml is not the composition.*"
+                                        r"train: changed params \['train'\]"):
+        rebuild(repo, tmp_path / "w", tmp_path / "c")
+
+
+def test_stale_reasons_name_params_changed_in_conf_and_recomposed(tmp_path):
+    from ift.config import write_params
+    from tests.conftest import copy_repo
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    copy_repo(repo)
+    assert stale_reasons(repo) == []
+    preset = repo / "conf/eval/default.yaml"
+    preset.write_text(preset.read_text().replace("max_new_tokens: 32", "max_new_tokens: 7"))
+    write_params([], repo / "params.yaml", repo / "conf")
+    assert stale_reasons(repo) == ["baseline_eval: changed params ['eval']", "tuned_eval: changed params ['eval']"]

@@ -96,6 +96,10 @@ def stale_reasons(copy: Path) -> list[str]:
                     changed = sorted(p for p, state in items.items() if state in ("modified", "new"))
                     if changed:
                         reasons.append(f"{stage}: {kind} {changed}")
+                    # DVC 3 lists changed params among the deps: {"params.yaml": {"train": "modified"}}
+                    params = sorted(key for state in items.values() if isinstance(state, dict) for key in state)
+                    if params:
+                        reasons.append(f"{stage}: changed params {params}")
                 elif kind == "changed command":
                     reasons.append(f"{stage}: changed command")
     return reasons

@@ -1,0 +1,63 @@
+"""`ift verify` against a real rebuild of the committed pipeline in another environment.
+
+ATEN_CPU_CAPABILITY=avx2 makes torch run its AVX2 vector kernels instead of AVX-512 ones:
+other floats from the same code, as on another CPU type, and about as fast (minutes).
+"""
+
+import json
+import shutil
+
+import pytest
+
+import ift.verify
+from ift.cli import main
+from ift.verify import check, rebuild
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+OTHER_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2"}
+
+
+@pytest.fixture(scope="module")
+def rebuilt(tmp_path_factory):
+    """(the rebuild of HEAD under OTHER_ENVIRONMENT, HEAD's committed results)."""
+    workdir, committed = tmp_path_factory.mktemp("rebuild"), tmp_path_factory.mktemp("committed")
+    rebuild(ROOT, workdir, committed, env=OTHER_ENVIRONMENT)
+    return workdir, committed
+
+
+def test_another_environment_is_compared_statistically_and_passes(rebuilt):
+    workdir, committed = rebuilt
+    ok, report = check(committed, workdir)
+    assert report.startswith("mode: statistical (another environment")
+    assert "settings.ATEN_CPU_CAPABILITY: None -> avx2" in report
+    assert "outputs in dvc.lock: differ from the committed ones" in report  # other floats indeed
+    assert ok, report
+
+
+def test_forcing_exact_fails_on_other_floats(rebuilt):
+    workdir, committed = rebuilt
+    ok, report = check(committed, workdir, force="exact")
+    assert not ok and "verify: FAILED (exact)" in report
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_a_metric_moved_by_ten_stderrs_fails_ift_verify_and_is_named(rebuilt, tmp_path, monkeypatch, capsys,
+                                                                       direction):
+    workdir, committed = rebuilt
+    shifted = tmp_path / "committed"
+    shutil.copytree(committed, shifted)
+    path = shifted / "reports/tuned/metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["exact_match"] += direction * 10 * metrics["exact_match_stderr"]
+    path.write_text(json.dumps(metrics))
+
+    def reuse_the_rebuild(repo, into, keep_committed, env=None):
+        shutil.copytree(workdir, into, dirs_exist_ok=True)
+        shutil.copytree(shifted, keep_committed, dirs_exist_ok=True)
+
+    monkeypatch.setattr(ift.verify, "rebuild", reuse_the_rebuild)
+    with pytest.raises(SystemExit) as exited:
+        main(["verify"])
+    assert exited.value.code == 1
+    assert "verify: FAILED (statistical): tuned/exact_match beyond the rule" in capsys.readouterr().out
