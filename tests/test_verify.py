@@ -79,6 +79,9 @@ def test_statistical_mode_compares_training_by_smoothed_curves_and_counts_exactl
     assert all(row.ok for row in rows.values())
     assert rows["train/loss"].rule == "not compared"
     assert rows["train/smoothed.loss"].margin == "|d| = 10.0%"
+    with_spread = compare_metrics(committed, {"train": noisy_end}, "statistical",
+                                  spread={"train": {"smoothed.loss": 0.01}})
+    assert rows_by_key(with_spread)["train/smoothed.loss"].margin == "|d| = 1.41 sigma"  # 0.02 / (sqrt(2) x 0.01)
     moved = _numbers({**TRAIN, "step": 340, "smoothed": {**TRAIN["smoothed"], "loss": 0.3}})
     rows = rows_by_key(compare_metrics(committed, {"train": moved}, "statistical"))
     assert sorted(key for key, row in rows.items() if not row.ok) == ["train/smoothed.loss", "train/step"]
@@ -190,3 +193,21 @@ def test_stale_reasons_name_params_changed_in_conf_and_recomposed(tmp_path):
     preset.write_text(preset.read_text().replace("max_new_tokens: 32", "max_new_tokens: 7"))
     write_params([], repo / "params.yaml", repo / "conf")
     assert stale_reasons(repo) == ["baseline_eval: changed params ['eval']", "tuned_eval: changed params ['eval']"]
+
+
+def test_statistical_mode_demands_the_same_data(tmp_path):
+    committed, other = tmp_path / "c", tmp_path / "o"
+    write(committed, "tuned", TUNED)
+    write(other, "tuned", TUNED, environment={"cpu": {"model": "B"}, "threads": 2})
+    lock = "stages:\n  fetch:\n    outs:\n    - path: data/raw\n      md5: {}\n"
+    (committed / "dvc.lock").write_text(lock.format("aaa"))
+    (other / "dvc.lock").write_text(lock.format("bbb"))
+    ok, report = check(committed, other)
+    assert not ok and "outputs that no float rounding decides differ: data/raw" in report
+
+
+def test_an_eval_metric_without_a_stderr_gets_the_noise_rule():
+    committed = {"tuned": {"exact_match": 1.0, "exact_match_stderr": None, "n_examples": 1}}
+    row = rows_by_key(compare_metrics({"tuned": _numbers(committed["tuned"])}, {"tuned": {"exact_match": 0.0}},
+                                      "statistical"))["tuned/exact_match"]
+    assert row.rule.startswith("|d| <= 3 sigma") and not row.ok  # 1 -> 0 on one example: beyond the noise

@@ -32,7 +32,8 @@ def sweep(copy: Path, seeds: list[int], data_seed: int) -> dict[int, dict[str, d
 
     runs = {}
     for seed in tqdm(seeds, desc="seed sweep", unit="run"):
-        cmd = ["dvc", "exp", "run", "-S", f"seed={seed}", "-S", f"data.seed={data_seed}"]
+        # ++ sets data.seed even where a data preset of the user's does not list it.
+        cmd = ["dvc", "exp", "run", "-S", f"seed={seed}", "-S", f"++data.seed={data_seed}"]
         print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
         done = subprocess.run(cmd, cwd=copy, env=subprocess_env(copy), text=True)
         if done.returncode != 0:

@@ -27,7 +27,7 @@ RESAMPLES = 1000
 BATCH = 100  # resamples evaluated at once (an index array of 100 x n examples)
 CONFIDENCE = 0.95
 Z95 = stats.norm.ppf(0.5 + CONFIDENCE / 2)
-BLEU_STATS = 10  # sacrebleu's per-segment statistics: 4 n-gram matches, 4 totals, hyp and ref length
+BLEU_STATS = 10  # sacrebleu's per-segment statistics: hyp and ref length, 4 n-gram matches, 4 totals
 
 
 def stderr_key(metric: str) -> str:
