@@ -11,7 +11,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from ift.config import TrainConfig, load_params
+from ift.config import TrainConfig, data_seed, load_params
 from ift.data import load_splits, require_usable
 from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
@@ -33,11 +33,12 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
 
-    splits, data_meta = load_splits(params.data, params.seed)
+    splits, data_meta = load_splits(params.data, data_seed(params))
     # Refuse unusable data here, in the first stage, so that a bad input leaves dvc.lock as it was.
     usable = {name: require_usable(records, f"{data_meta.get('path') or data_meta.get('name')} [{name}]")
               for name, records in splits.items()}
-    model, tokenizer, model_meta = fetch_base_model(params.model, usable["train"], params.seed, WORK_DIR)
+    model, tokenizer, model_meta = fetch_base_model(params.model, usable["train"], params.seed, WORK_DIR,
+                                                    corpus_seed=data_seed(params))
     shutil.rmtree(WORK_DIR, ignore_errors=True)
     encode_rows([hydrate(r) for r in usable["train"]], tokenizer, params.train.max_length, "the training split")
 

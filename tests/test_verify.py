@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from ift.bench import refuse_uncommitted
 from ift.errors import UserError
@@ -20,16 +21,22 @@ from ift.verify import (
 from tests.conftest import ROOT
 
 
-def write(root, name, data, environment=None):
-    """A report dir's metrics.json under `root`, with the stages' environment records."""
+def write(root, name, data, environment=None, outputs=None):
+    """A report dir's metrics.json under `root`, the stages' environment records, and a dvc.lock
+    listing those records' hashes and `outputs` ({path: md5})."""
+    import hashlib
+
     path = root / "reports" / name / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
+    locked = dict(outputs or {"models/tuned": "abc"})
     for stage in ("train", "tuned_eval"):
         env = root / ENVIRONMENT_DIR / f"{stage}.json"
         env.parent.mkdir(parents=True, exist_ok=True)
         env.write_text(json.dumps(environment or {"cpu": {"model": "A"}, "threads": 2}))
-    (root / "dvc.lock").write_text("stages:\n  train:\n    outs:\n    - path: models/tuned\n      md5: abc\n")
+        locked[f"{ENVIRONMENT_DIR}/{stage}.json"] = hashlib.md5(env.read_bytes()).hexdigest()
+    (root / "dvc.lock").write_text(yaml.safe_dump(
+        {"stages": {"all": {"outs": [{"path": p, "md5": md5} for p, md5 in locked.items()]}}}))
 
 
 TUNED = {"exact_match": 0.8, "exact_match_stderr": 0.01, "bleu": 70.0, "bleu_stderr": 0.5, "n_examples": 2000}
@@ -111,8 +118,7 @@ def test_check_picks_the_mode_from_the_recorded_environments(tmp_path):
 def test_exact_mode_demands_byte_identical_outputs(tmp_path):
     committed, reproduced = tmp_path / "c", tmp_path / "r"
     write(committed, "tuned", TUNED)
-    write(reproduced, "tuned", TUNED)
-    (reproduced / "dvc.lock").write_text("stages:\n  train:\n    outs:\n    - path: models/tuned\n      md5: def\n")
+    write(reproduced, "tuned", TUNED, outputs={"models/tuned": "def"})
     ok, report = check(committed, reproduced)
     assert not ok and "differ from the committed ones: models/tuned" in report
     assert check(committed, reproduced, tolerance=1e-6)[0]  # an explicit tolerance looks at the metrics only
@@ -197,11 +203,8 @@ def test_stale_reasons_name_params_changed_in_conf_and_recomposed(tmp_path):
 
 def test_statistical_mode_demands_the_same_data(tmp_path):
     committed, other = tmp_path / "c", tmp_path / "o"
-    write(committed, "tuned", TUNED)
-    write(other, "tuned", TUNED, environment={"cpu": {"model": "B"}, "threads": 2})
-    lock = "stages:\n  fetch:\n    outs:\n    - path: data/raw\n      md5: {}\n"
-    (committed / "dvc.lock").write_text(lock.format("aaa"))
-    (other / "dvc.lock").write_text(lock.format("bbb"))
+    write(committed, "tuned", TUNED, outputs={"data/raw": "aaa"})
+    write(other, "tuned", TUNED, environment={"cpu": {"model": "B"}, "threads": 2}, outputs={"data/raw": "bbb"})
     ok, report = check(committed, other)
     assert not ok and "outputs that no float rounding decides differ: data/raw" in report
 
@@ -211,3 +214,17 @@ def test_an_eval_metric_without_a_stderr_gets_the_noise_rule():
     row = rows_by_key(compare_metrics({"tuned": _numbers(committed["tuned"])}, {"tuned": {"exact_match": 0.0}},
                                       "statistical"))["tuned/exact_match"]
     assert row.rule.startswith("|d| <= 3 sigma") and not row.ok  # 1 -> 0 on one example: beyond the noise
+
+
+def test_a_fresh_clone_names_differences_from_the_spreads_record(tmp_path):
+    import shutil
+
+    committed, other = tmp_path / "c", tmp_path / "o"
+    write(committed, "tuned", TUNED)
+    write(other, "tuned", TUNED, environment={"cpu": {"model": "B"}, "threads": 2})
+    record = json.loads((committed / ENVIRONMENT_DIR / "train.json").read_text())
+    shutil.rmtree(committed / ENVIRONMENT_DIR)  # DVC-cached: not in a fresh clone
+    (committed / "reports/spread.json").write_text(json.dumps({"std": {}, "environment": {"train": record}}))
+    ok, report = check(committed, other)
+    assert ok and report.startswith("mode: statistical") and "train: cpu.model: A -> B" in report
+    assert check(committed, committed)[1].startswith("mode: exact")  # equal hashes in dvc.lock suffice

@@ -80,8 +80,9 @@ class DataConfig:
     test_size: float = 0.1  # a fraction of the rows (0 < x < 1) or, from 1 up, a number of rows
     limit: int | None = None  # take only the first N rows (streamed from the Hub)
     demo: DemoConfig | None = None
-    # Seeds the demo data and the train/test split; null: the top-level seed. `ift spread`
-    # fixes it while varying `seed`, so that only the training path changes.
+    # Seeds what is data: the demo examples, the train/test split, the tiny model's pretraining
+    # corpus (ift.config.data_seed); null: the top-level seed. `ift spread` holds it while
+    # varying `seed`, so that only the path of training changes, as in another environment.
     seed: int | None = None
 
 
@@ -138,6 +139,12 @@ class Params:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def data_seed(params: Params) -> int:
+    """The seed of everything that is data (demo generation, the split, the tiny model's
+    pretraining corpus): data.seed, or the top-level seed when it is null."""
+    return params.seed if params.data.seed is None else params.data.seed
 
 
 def bad_value(source: str, key: str, value: Any, rule: str) -> UserError:

@@ -241,9 +241,11 @@ def split_records(records: list[dict], test_size: float, seed: int) -> dict[str,
 
 
 def load_splits(cfg: DataConfig, seed: int) -> tuple[dict[str, list[dict]], dict[str, Any]]:
-    """Materialise train/test records for the configured source; return (splits, metadata)."""
+    """Materialise train/test records for the configured source; return (splits, metadata).
+
+    `seed` is the data seed (ift.config.data_seed): it draws the demo examples and the split.
+    """
     meta: dict[str, Any] = {"source": cfg.source}
-    seed = seed if cfg.seed is None else cfg.seed
     if cfg.source == "demo":
         assert cfg.demo is not None  # checked by ift.config
         records = demo.generate(cfg.demo.num_examples, seed)[: cfg.limit]

@@ -222,16 +222,21 @@ def _training_texts(records: list[dict[str, str]]) -> Iterable[str]:
 
 
 def fetch_base_model(
-    cfg: ModelConfig, train_records: list[dict[str, str]], seed: int, work_dir: Path
+    cfg: ModelConfig, train_records: list[dict[str, str]], seed: int, work_dir: Path, corpus_seed: int | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]:
-    """Build (tiny) or download/load (Hub id, local dir) the base model; return it with metadata."""
+    """Build (tiny) or download/load (Hub id, local dir) the base model; return it with metadata.
+
+    `seed` draws the tiny model's initial weights and batch order, `corpus_seed` (default:
+    `seed`) its pretraining corpus, and with it the tokenizer: data, not training.
+    """
     if is_tiny(cfg.name_or_path):
         from ift.demo import pretraining_corpus
         from ift.training import pretrain
 
         arch = cfg.tiny
         assert arch is not None  # checked by ift.config
-        documents = pretraining_corpus(arch.pretrain_steps * arch.pretrain_batch_size, seed)
+        documents = pretraining_corpus(arch.pretrain_steps * arch.pretrain_batch_size,
+                                       seed if corpus_seed is None else corpus_seed)
         tokenizer = build_tiny_tokenizer(
             itertools.chain(_training_texts(train_records), documents), arch.vocab_size)
         model = build_tiny_model(arch, tokenizer, seed)

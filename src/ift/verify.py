@@ -125,21 +125,40 @@ def read_metrics(root: Path) -> dict[str, dict[str, float]]:
 
 
 def read_environments(root: Path) -> dict[str, dict]:
-    """{stage: environment record} as the stages wrote them under `root`."""
+    """{stage: environment record} as the stages wrote them under `root` (after a run)."""
     return {path.stem: read_json(path) for path in sorted((root / ENVIRONMENT_DIR).glob("*.json"))}
 
 
-def environment_changes(committed: dict[str, dict], reproduced: dict[str, dict]) -> list[str]:
-    """What differs between the environments that made the committed and the reproduced results."""
+def environment_hashes(lock_file: Path) -> dict[str, str]:
+    """{record path: md5} of the environment records in a dvc.lock.
+
+    The records are DVC-cached outputs (so that the run-cache keeps working), hence not in
+    Git: the committed dvc.lock holds their hashes, and equal hashes mean equal records.
+    """
+    return {path: md5 for path, md5 in locked_outputs(lock_file).items() if path.startswith(ENVIRONMENT_DIR + "/")}
+
+
+def environment_changes(committed_root: Path, reproduced_root: Path) -> list[str]:
+    """What differs between the environments that made the committed and the reproduced results.
+
+    Empty when the records are identical. The committed records themselves are read from the
+    workspace when it has them, else from reports/spread.json (measured on the reference
+    environment), to name the fields that differ.
+    """
+    committed = environment_hashes(committed_root / "dvc.lock")
     if not committed:
-        return [f"no environment recorded with the committed results ({ENVIRONMENT_DIR}/)"]
+        return [f"no environment recorded with the committed results ({ENVIRONMENT_DIR}/ in dvc.lock)"]
+    if committed == environment_hashes(reproduced_root / "dvc.lock"):
+        return []
+    reproduced = read_environments(reproduced_root)
+    spread = committed_root / SPREAD_FILE
+    reference = read_environments(committed_root) or (read_json(spread).get("environment", {}) if spread.exists()
+                                                        else {})
     changes = []
-    for stage in sorted(set(committed) | set(reproduced)):
-        if stage not in reproduced or stage not in committed:
-            changes.append(f"{stage}: recorded on one side only")
-            continue
-        changes += [f"{stage}: {line}" for line in differences(committed[stage], reproduced[stage])]
-    return changes
+    for stage in sorted(set(reference) | set(reproduced)):
+        if stage in reference and stage in reproduced:
+            changes += [f"{stage}: {line}" for line in differences(reference[stage], reproduced[stage])]
+    return changes or ["the environment records differ from the committed ones (dvc.lock)"]
 
 
 @dataclass
@@ -263,7 +282,7 @@ def check(committed_root: Path, reproduced_root: Path, force: str | None = None,
     The mode is exact when both were made in the same environment (or `force="exact"`),
     absolute `tolerance` when one is given, statistical otherwise.
     """
-    changes = environment_changes(read_environments(committed_root), read_environments(reproduced_root))
+    changes = environment_changes(committed_root, reproduced_root)
     if tolerance is not None:
         mode, why = "tolerance", f"absolute tolerance {tolerance:g} asked for"
     elif force == "exact" or not changes:
@@ -310,7 +329,7 @@ def rebuild(repo: Path, workdir: Path, committed: Path, env: dict[str, str] | No
     if reasons:
         raise UserError("the committed dvc.lock is stale (" + "; ".join(reasons) +
                         "): run `dvc repro` and commit dvc.lock and the metrics")
-    for pattern in (METRICS_GLOB, f"{ENVIRONMENT_DIR}/*.json", SPREAD_FILE, "dvc.lock"):
+    for pattern in (METRICS_GLOB, SPREAD_FILE, "dvc.lock"):
         for path in workdir.glob(pattern):  # the committed files, before they are rebuilt
             (committed / path.relative_to(workdir)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, committed / path.relative_to(workdir))
