@@ -159,3 +159,23 @@ def test_hub_source_pins_the_revision_streams_a_limit_and_reads_splits(tmp_path,
     else:  # the whole train split, split with test_size
         assert sorted(splits["train"] + splits["test"], key=lambda r: int(r["instruction"][1:])) == rows[:8]
         assert [split for split, _, _ in calls] == ["train"]
+
+
+def test_the_tiny_models_corpus_and_tokenizer_follow_the_data_seed(tmp_path):
+    from ift import demo
+    from ift.config import ModelConfig, Params, TinyModelConfig, data_seed
+    from ift.modeling import fetch_base_model
+
+    cfg = ModelConfig(tiny=TinyModelConfig(vocab_size=300, pretrain_steps=2, pretrain_batch_size=4))
+    records = demo.generate(40, 0)
+
+    def vocab(seed, corpus_seed):
+        _, tokenizer, _ = fetch_base_model(cfg, records, seed, tmp_path / f"w{seed}-{corpus_seed}", corpus_seed)
+        return tokenizer.get_vocab()
+
+    assert vocab(1, 7) == vocab(2, 7)  # another training seed: the same tokenizer
+    assert vocab(1, 7) != vocab(1, 8)
+    params = Params()
+    assert data_seed(params) == params.seed
+    params.data.seed = 5
+    assert data_seed(params) == 5

@@ -5,16 +5,24 @@ from ift.spread import markdown, measure_spread, summarize
 
 
 def test_summarize_gives_each_metrics_mean_and_sample_std():
-    runs = {1: {"tuned": {"exact_match": 0.70, "exact_match_stderr": 0.01}},
-            2: {"tuned": {"exact_match": 0.80, "exact_match_stderr": 0.01}},
-            3: {"tuned": {"exact_match": 0.90, "exact_match_stderr": 0.01}}}
+    runs = {"seed 1": {"tuned": {"exact_match": 0.70, "exact_match_stderr": 0.01}},
+            "seed 2": {"tuned": {"exact_match": 0.80, "exact_match_stderr": 0.01}},
+            "seed 3": {"tuned": {"exact_match": 0.90, "exact_match_stderr": 0.01}}}
     result = summarize(runs)
     assert result["mean"]["tuned"]["exact_match"] == pytest.approx(0.8)
     assert result["std"]["tuned"]["exact_match"] == pytest.approx(0.1)  # ddof=1
-    table = markdown({"seeds": [1, 2, 3], "data_seed": 42, **result})
+    table = markdown({"by": "seed", "seeds": [1, 2, 3], "data_seed": 42, **result})
     assert "| tuned | exact_match | 0.8 | 0.1 |" in table and "stderr" not in table
 
 
 def test_one_seed_is_refused(tmp_path):
     with pytest.raises(UserError, match="at least two seeds"):
-        measure_spread(tmp_path, [1])
+        measure_spread(tmp_path, "seed", [1])
+
+
+def test_each_rounding_setting_is_recorded_as_another_environment():
+    from ift.environment import KERNEL_ENV_VARS
+    from ift.spread import ROUNDING_SETTINGS
+
+    assert len(ROUNDING_SETTINGS) >= 3
+    assert all(name in KERNEL_ENV_VARS for env in ROUNDING_SETTINGS.values() for name in env)

@@ -92,7 +92,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
 def cmd_spread(args: argparse.Namespace) -> None:
     from ift.spread import markdown, measure_spread
 
-    print(markdown(measure_spread(Path.cwd(), args.seeds, args.keep)))
+    print(markdown(measure_spread(Path.cwd(), args.by, args.seeds, args.keep)))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -128,12 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_verify)
 
     spread = commands.add_parser(
-        "spread", help="rerun the committed pipeline with other seeds and write each metric's run-to-run "
-                       "spread to reports/spread.json (used by ift verify; one pipeline run per seed)")
-    from ift.spread import DEFAULT_SEEDS
+        "spread", help="rerun the committed pipeline a few times and write each metric's run-to-run spread "
+                       "(one pipeline run each; reports/spread.json is what ift verify counts)")
+    from ift.spread import DEFAULT_SEEDS, ROUNDING_SETTINGS
 
+    spread.add_argument("--by", choices=("rounding", "seed"), default="rounding",
+                        help="rounding (default): rebuild with other kernels of this machine ("
+                             + "; ".join(ROUNDING_SETTINGS) + "), into reports/spread.json; seed: "
+                             "dvc exp run -S seed=N with the data seed held, into reports/seed_spread.json")
     spread.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS,
-                        help=f"default: {' '.join(map(str, DEFAULT_SEEDS))}")
+                        help=f"with --by seed (default: {' '.join(map(str, DEFAULT_SEEDS))})")
     spread.add_argument("--keep", action="store_true", help="keep the temporary copy for inspection")
     spread.set_defaults(func=cmd_spread)
 

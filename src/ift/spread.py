@@ -1,48 +1,75 @@
-"""`ift spread`: how much every metric moves from run to run on this environment.
+"""`ift spread`: how much every metric moves from run to run on this machine.
 
-Another environment rounds floats differently, which sends the tiny model's pretraining
-and the finetuning down another path, much as another seed would. So the committed
-pipeline is rerun with a few other seeds (`dvc exp run -S seed=N`, in a temporary copy),
-with the data seed held at the committed one so that the test set stays the same, and
-the standard deviation of each metric over those runs is written to reports/spread.json,
-which `ift verify` counts in its statistical rule.
+Another environment rounds floats differently, which sends the tiny model's pretraining and
+the finetuning down another path. `ift spread` reruns the committed pipeline (in a temporary
+copy) a few times and writes the standard deviation of each metric over those runs and the
+committed one; `ift verify` counts it in its statistical rule. Two kinds of rerun:
+
+- `--by rounding` (the default, reports/spread.json): what another environment changes, the
+  rounding. Each rerun uses other kernels of this machine (torch's AVX2 or scalar vector
+  code instead of its best, one thread instead of all) on the same seeds and data.
+- `--by seed` (reports/seed_spread.json): `dvc exp run -S seed=N` with data.seed held, so
+  data, test set and the tiny model's pretraining corpus stay the same. This measures how
+  much the recipe depends on its seed, which on the default is far more than rounding moves
+  it (README, Guarantees).
 """
 
 from __future__ import annotations
 
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ift.config import load_params
+from ift.config import data_seed, load_params
 from ift.errors import UserError
 from ift.io import write_json
 from ift.verify import SPREAD_FILE, export_head, read_environments, read_metrics, stale_reasons, subprocess_env
 
 DEFAULT_SEEDS = [1, 2, 3, 4, 5]  # five runs: a standard deviation with four degrees of freedom
+SEED_SPREAD_FILE = "reports/seed_spread.json"
+# Settings that make torch round differently on the same machine: other vector kernels
+# (ATEN_CPU_CAPABILITY) and another split of parallel sums (threads). Each is recorded in
+# reports/environment/, so verify sees them as another environment.
+ROUNDING_SETTINGS = {
+    "avx2 kernels": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "scalar kernels": {"ATEN_CPU_CAPABILITY": "default"},
+    "one thread": {"OMP_NUM_THREADS": "1"},
+    "avx2 kernels, one thread": {"ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "1"},
+}
 
 
-def sweep(copy: Path, seeds: list[int], data_seed: int) -> dict[int, dict[str, dict[str, float]]]:
-    """Metrics of the pipeline in `copy` rerun once per seed, with the data seed fixed."""
-    import subprocess
+def _run(cmd: list[str], copy: Path, env: dict[str, str] | None = None) -> None:
+    print("$ " + " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *cmd]), file=sys.stderr, flush=True)
+    done = subprocess.run(cmd, cwd=copy, env={**subprocess_env(copy), **(env or {})}, text=True)
+    if done.returncode != 0:
+        raise UserError(f"`{' '.join(cmd)}` failed in {copy} (exit {done.returncode}); see its output above")
 
+
+def rounding_sweep(copy: Path, settings: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Metrics of the pipeline in `copy` rebuilt once per kernel setting (same seeds, same data)."""
     runs = {}
-    for seed in tqdm(seeds, desc="seed sweep", unit="run"):
-        # ++ sets data.seed even where a data preset of the user's does not list it.
-        cmd = ["dvc", "exp", "run", "-S", f"seed={seed}", "-S", f"++data.seed={data_seed}"]
-        print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
-        done = subprocess.run(cmd, cwd=copy, env=subprocess_env(copy), text=True)
-        if done.returncode != 0:
-            raise UserError(f"`{' '.join(cmd)}` failed in {copy} (exit {done.returncode}); see its output above")
-        runs[seed] = read_metrics(copy)
+    for name, env in tqdm(settings.items(), desc="rounding sweep", unit="run"):
+        _run(["dvc", "repro", "--force"], copy, env)
+        runs[name] = read_metrics(copy)
     return runs
 
 
-def summarize(runs: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+def seed_sweep(copy: Path, seeds: list[int], fixed_data_seed: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Metrics of the pipeline in `copy` rerun once per seed, with the data seed held."""
+    runs = {}
+    for seed in tqdm(seeds, desc="seed sweep", unit="run"):
+        # ++ sets data.seed even where a data preset of the user's does not list it.
+        _run(["dvc", "exp", "run", "-S", f"seed={seed}", "-S", f"++data.seed={fixed_data_seed}"], copy)
+        runs[f"seed {seed}"] = read_metrics(copy)
+    return runs
+
+
+def summarize(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
     """{"mean": ..., "std": ...}, each {report dir: {metric: value}}, over the runs (sample std)."""
     first = next(iter(runs.values()))
     out: dict[str, dict[str, dict[str, float]]] = {"mean": {}, "std": {}}
@@ -54,9 +81,10 @@ def summarize(runs: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[st
     return out
 
 
-def measure_spread(repo: Path, seeds: list[int], keep: bool = False) -> dict:
-    """Rerun the committed pipeline once per seed; write and return reports/spread.json's content."""
-    if len(seeds) < 2:
+def measure_spread(repo: Path, by: str = "rounding", seeds: list[int] | None = None, keep: bool = False) -> dict:
+    """Rerun the committed pipeline as `by` says; write and return the spread file's content."""
+    seeds = DEFAULT_SEEDS if seeds is None else seeds
+    if by == "seed" and len(seeds) < 2:
         raise UserError(f"--seeds {' '.join(map(str, seeds))}: give at least two seeds (five by default)")
     copy = Path(tempfile.mkdtemp(prefix="ift-spread-"))
     try:
@@ -65,13 +93,17 @@ def measure_spread(repo: Path, seeds: list[int], keep: bool = False) -> dict:
         if reasons:
             raise UserError("the committed dvc.lock is stale (" + "; ".join(reasons) +
                             "): run `dvc repro` and commit first; the spread belongs to committed results")
-        params = load_params(copy / "params.yaml")
-        data_seed = params.seed if params.data.seed is None else params.data.seed
-        runs = sweep(copy, seeds, data_seed)
-        result = {"seeds": seeds, "data_seed": data_seed, **summarize(runs),
-                  "runs": {str(seed): metrics for seed, metrics in runs.items()},
-                  "environment": read_environments(copy)}
-        write_json(repo / SPREAD_FILE, result)
+        if by == "seed":
+            fixed = data_seed(load_params(copy / "params.yaml"))
+            runs = seed_sweep(copy, seeds, fixed)
+            result = {"by": "seed", "seeds": seeds, "data_seed": fixed, "environment": read_environments(copy)}
+        else:
+            _run(["dvc", "repro"], copy)  # this machine as it is: one of the runs, and its environment records
+            runs = {"unperturbed": read_metrics(copy)}
+            result = {"by": "rounding", "settings": ROUNDING_SETTINGS, "environment": read_environments(copy)}
+            runs.update(rounding_sweep(copy, ROUNDING_SETTINGS))
+        result = {**result, **summarize(runs), "runs": runs}
+        write_json(repo / (SEED_SPREAD_FILE if by == "seed" else SPREAD_FILE), result)
         return result
     finally:
         if keep:
@@ -81,9 +113,10 @@ def measure_spread(repo: Path, seeds: list[int], keep: bool = False) -> dict:
 
 
 def markdown(result: dict) -> str:
-    """The spread as a table: each metric's mean and standard deviation over the seeds."""
-    lines = [f"Run-to-run spread over seeds {', '.join(map(str, result['seeds']))} "
-             f"(data seed {result['data_seed']}):", "",
+    """The spread as a table: each metric's mean and standard deviation over the runs."""
+    over = (f"seeds {', '.join(map(str, result['seeds']))} (data seed {result['data_seed']})"
+            if result["by"] == "seed" else "this machine as it is and with " + "; ".join(result["settings"]))
+    lines = [f"Run-to-run spread over {over}:", "",
              "| file | metric | mean | std |", "| --- | --- | ---: | ---: |"]
     for where, metrics in result["std"].items():
         for key, std in metrics.items():
