@@ -5,13 +5,14 @@ other floats from the same code, as on another CPU type, and about as fast (minu
 """
 
 import json
+import math
 import shutil
 
 import pytest
 
 import ift.verify
 from ift.cli import main
-from ift.verify import check, rebuild
+from ift.verify import NOISE_SIGMAS, SPREAD_FILE, check, rebuild
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -41,15 +42,17 @@ def test_forcing_exact_fails_on_other_floats(rebuilt):
     assert not ok and "verify: FAILED (exact)" in report
 
 
-@pytest.mark.parametrize("direction", [1, -1])
-def test_a_metric_moved_by_ten_stderrs_fails_ift_verify_and_is_named(rebuilt, tmp_path, monkeypatch, capsys,
-                                                                       direction):
+@pytest.mark.parametrize(("metric", "direction"), [("exact_match", -1), ("answer_loss", 1)])
+def test_a_metric_moved_beyond_its_noise_fails_ift_verify_and_is_named(rebuilt, tmp_path, monkeypatch, capsys,
+                                                                        metric, direction):
     workdir, committed = rebuilt
     shifted = tmp_path / "committed"
     shutil.copytree(committed, shifted)
     path = shifted / "reports/tuned/metrics.json"
     metrics = json.loads(path.read_text())
-    metrics["exact_match"] += direction * 10 * metrics["exact_match_stderr"]
+    spread = json.loads((shifted / SPREAD_FILE).read_text())["std"]["tuned"][metric]
+    limit = NOISE_SIGMAS * math.sqrt(metrics[f"{metric}_stderr"] ** 2 + 2 * spread ** 2)
+    metrics[metric] += direction * 2 * limit  # twice what the rule accepts
     path.write_text(json.dumps(metrics))
 
     def reuse_the_rebuild(repo, into, keep_committed, env=None):
@@ -60,4 +63,4 @@ def test_a_metric_moved_by_ten_stderrs_fails_ift_verify_and_is_named(rebuilt, tm
     with pytest.raises(SystemExit) as exited:
         main(["verify"])
     assert exited.value.code == 1
-    assert "verify: FAILED (statistical): tuned/exact_match beyond the rule" in capsys.readouterr().out
+    assert f"verify: FAILED (statistical): tuned/{metric} beyond the rule" in capsys.readouterr().out
