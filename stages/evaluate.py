@@ -24,7 +24,7 @@ from ift.evaluation import evaluate
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from ift.modeling import load_model, load_tokenizer
-from ift.report import comparison_markdown, comparison_plot_rows
+from ift.report import comparison_markdown, comparison_plot_rows, generation_warnings
 
 log = logging.getLogger("ift.evaluate")
 TIMINGS_DIR = Path("reports/timings")
@@ -53,6 +53,8 @@ def main() -> None:
     metrics, predictions = evaluate(model, tokenizer, rows, cfg.max_new_tokens, cfg.batch_size, params.seed,
                                     desc=f"eval {args.model_dir}")
 
+    for warning in generation_warnings(predictions, cfg.max_new_tokens, str(args.model_dir)):
+        log.warning(warning)
     # Everything is computed before the first output is written (run by hand, a failure leaves
     # the old outputs; `dvc repro` removes a stage's outputs before running it anyway).
     baseline = read_json(args.baseline / "metrics.json") if args.baseline else None
@@ -61,7 +63,8 @@ def main() -> None:
         base_name = read_json(args.base_model / "metadata.json")["name_or_path"] if args.base_model else "base"
         comparison = comparison_markdown(
             read_jsonl(args.baseline / "predictions.jsonl"), predictions, cfg.report_examples,
-            baseline_name=base_name, tuned_name=f"{base_name} finetuned ({args.model_dir})", seed=params.seed)
+            baseline_name=base_name, tuned_name=f"{base_name} finetuned ({args.model_dir})", seed=params.seed,
+            max_new_tokens=cfg.max_new_tokens)
     with atomic_dir(args.out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(tmp / "predictions.jsonl", predictions)

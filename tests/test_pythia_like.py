@@ -95,6 +95,15 @@ def test_pickle_only_checkpoint_is_refused(tmp_path):
         fetch_base_model(ModelConfig(name_or_path=str(directory)), [], seed=0, work_dir=tmp_path / "w")
 
 
+@pytest.mark.parametrize("name", ["./no-such-dir", "../elsewhere/model", "/no/such/dir", "a-file"])
+def test_a_missing_local_model_is_named_as_a_path_not_a_hub_id(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a model")
+    with pytest.raises(UserError, match=rf"model.name_or_path={name}: .* (does not exist|is a file, not a model "
+                                        r"directory); give the directory a model was saved to"):
+        fetch_base_model(ModelConfig(name_or_path=name), [], seed=0, work_dir=tmp_path / "w")
+
+
 def test_unreachable_hub_id_is_one_clear_line(tmp_path):
     with pytest.raises(UserError) as info:
         fetch_base_model(ModelConfig(name_or_path="EleutherAI/pythia-70m", revision="main"),

@@ -123,6 +123,11 @@ def generate_token_ids(
     return generated
 
 
+def stopped_at_limit(tokens: Sequence[int], max_new_tokens: int, eos_token_id: int | None) -> bool:
+    """Whether generation was cut by max_new_tokens rather than ending with EOS."""
+    return len(tokens) >= max_new_tokens and (not tokens or tokens[-1] != eos_token_id)
+
+
 def decode_answers(tokenizer: PreTrainedTokenizerBase, generated: Sequence[Sequence[int]]) -> list[str]:
     """Answer texts of generate_token_ids' output (special tokens dropped)."""
     return tokenizer.batch_decode(generated, skip_special_tokens=True)
@@ -233,17 +238,23 @@ def evaluate(
     """Generate for every row and score against the references; return (metrics, predictions).
 
     Each prediction keeps its example's scores, so that metrics can be resampled and two
-    models compared example by example (ift.statistics); `seed` seeds the bootstrap.
+    models compared example by example (ift.statistics), and its token counts, so that the
+    report can say when answers were cut; `seed` seeds the bootstrap.
     """
     prompts = [r["input"] for r in rows]
     references = [r["output"] for r in rows]
-    predictions = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, desc)
+    generated = generate_token_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc)
+    predictions = decode_answers(tokenizer, generated)
+    reference_tokens = [len(ids) for ids in tokenizer(references, add_special_tokens=False)["input_ids"]
+                        ] if rows else []
     losses = answer_losses(model, tokenizer, prompts, references, batch_size)
     scores = [{**text, "answer_loss_sum": loss, "answer_tokens": tokens}
               for text, (loss, tokens) in zip(example_scores(predictions, references), losses)]
     arrays = score_arrays(scores)
     metrics = {m: float(metric_value(m, arrays)) for m in EVAL_METRICS} if rows else dict.fromkeys(EVAL_METRICS, 0.0)
     metrics = with_stderrs({**metrics, "n_examples": len(rows)}, arrays, seed)
-    records = [{"input": p, "reference": r, "prediction": y, "scores": s}
-               for p, r, y, s in zip(prompts, references, predictions, scores)]
+    eos = tokenizer.eos_token_id
+    records = [{"input": p, "reference": r, "prediction": y, "scores": s, "reference_tokens": n,
+                "generated_tokens": len(g), "stopped_at_limit": stopped_at_limit(g, max_new_tokens, eos)}
+               for p, r, y, s, n, g in zip(prompts, references, predictions, scores, reference_tokens, generated)]
     return {k: metrics[k] for k in METRIC_KEYS}, records

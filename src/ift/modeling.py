@@ -142,6 +142,11 @@ def custom_code_refused(source: str) -> Iterator[None]:
                         "(`dvc exp run -S model.trust_remote_code=true`)") from exc
 
 
+def looks_like_a_path(name: str) -> bool:
+    """A name that can only be a local path: it starts with ./, ../, / or ~ (Hub ids are "org/name")."""
+    return name.startswith(("./", "../", "/", "~", ".\\")) or name in (".", "..")
+
+
 def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict]:
     """Load a Hub id (pinned to the commit its revision resolves to) or a local directory.
 
@@ -155,6 +160,10 @@ def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrain
     local = Path(cfg.name_or_path).expanduser()
     if local.is_dir():
         source, revision, meta = str(local), None, {"name_or_path": str(local), "local": True}
+    elif looks_like_a_path(cfg.name_or_path) or local.exists():
+        what = "is a file, not a model directory" if local.exists() else "does not exist"
+        raise UserError(f"model.name_or_path={cfg.name_or_path}: {local.resolve()} {what}; give the directory "
+                        "a model was saved to with save_pretrained, or a Hub id such as EleutherAI/pythia-70m")
     else:
         revision = resolve_revision(cfg.name_or_path, "model", cfg.revision)
         source = cfg.name_or_path

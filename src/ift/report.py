@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from ift.errors import UserError
@@ -13,6 +14,30 @@ HIGHER_IS_BETTER = ("exact_match", "token_f1", "rouge_l", "bleu")
 PLOTTED = ("exact_match", "token_f1", "rouge_l")
 # lm-evaluation-harness warns about paired comparisons on fewer examples than this.
 SMALL_TEST_SET = 300
+CUT_SHARE = 0.05  # warn when more answers than this stop at eval.max_new_tokens
+COLLAPSE_SHARE = 0.5  # warn when more answers than this are one and the same text
+
+
+def generation_warnings(predictions: Sequence[dict], max_new_tokens: int, model: str) -> list[str]:
+    """What makes a model's metrics mean less than they seem: answers cut at the token limit,
+    references the limit cannot reach, answers collapsed into one text."""
+    n = len(predictions)
+    if not n:
+        return []
+    warnings = []
+    cut = sum(bool(p.get("stopped_at_limit")) for p in predictions)
+    if cut > CUT_SHARE * n:
+        warnings.append(f"{model}: {cut} of {n} answers ({cut / n:.1%}) stopped at eval.max_new_tokens="
+                        f"{max_new_tokens} before EOS: they are cut; raise eval.max_new_tokens")
+    long_refs = [p["reference_tokens"] for p in predictions if p.get("reference_tokens", 0) > max_new_tokens]
+    if long_refs:
+        warnings.append(f"{model}: {len(long_refs)} of {n} reference answers are longer than eval.max_new_tokens="
+                        f"{max_new_tokens} tokens (longest {max(long_refs)}): no answer can match them")
+    text, count = Counter(p["prediction"].strip() for p in predictions).most_common(1)[0]
+    if count > COLLAPSE_SHARE * n:
+        warnings.append(f"{model}: {count} of {n} answers ({count / n:.1%}) are the same text "
+                        f"({_cell(text, 60)}): the model answers alike whatever the question")
+    return warnings
 
 
 def _fmt(value: float) -> str:
@@ -45,7 +70,7 @@ def _p_value(p: float, test: str) -> str:
 
 def comparison_markdown(
     baseline_preds: Sequence[dict], tuned_preds: Sequence[dict], num_examples: int,
-    baseline_name: str, tuned_name: str, seed: int,
+    baseline_name: str, tuned_name: str, seed: int, max_new_tokens: int,
 ) -> str:
     """Each metric with its 95% interval for both models, the paired difference with its
     interval and p-value; then example rows: question, reference, base and tuned answers."""
@@ -60,6 +85,8 @@ def comparison_markdown(
         "",
         f"Base model: `{baseline_name}`; tuned model: `{tuned_name}`; {n} test examples, greedy decoding.",
         "",
+        *(f"> **Warning**: {w}" + "\n" for w in (generation_warnings(baseline_preds, max_new_tokens, "base model")
+                                              + generation_warnings(tuned_preds, max_new_tokens, "tuned model"))),
         f"Each value with its {CONFIDENCE:.0%} interval over test examples; the difference is paired (the same "
         "examples), with a two-sided p-value. ✓ marks a significant (p < 0.05) improvement.",
         "",
