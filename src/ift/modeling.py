@@ -193,11 +193,25 @@ def load_model(path: str | Path, device: torch.device | None = None,
     """Load a causal LM saved by this pipeline, from safetensors only (never pickle)."""
     from transformers import AutoModelForCausalLM
 
-    with custom_code_refused(str(path)):
+    with custom_code_refused(str(path)), _no_loading_bar():
         model = AutoModelForCausalLM.from_pretrained(
             str(path), use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code
         )
     return model.to(device or pick_device())
+
+
+@contextlib.contextmanager
+def _no_loading_bar() -> Iterator[None]:
+    """transformers' "Loading weights" bar off: a local model of the pipeline loads in a moment."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:

@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from transformers.trainer_callback import ProgressCallback
+
 from ift.config import TinyModelConfig, TrainConfig, bad_value
 from ift.errors import UserError
 from ift.io import write_json
@@ -148,6 +150,25 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
     )
 
 
+class ReadableProgressCallback(ProgressCallback):
+    """transformers' training bar, labelled `desc`, with each log as one line instead of a dict."""
+
+    def __init__(self, desc: str):
+        super().__init__()
+        self.desc = desc
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description(self.desc)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None:
+            shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in (logs or {}).items() if k not in ("total_flos", "epoch"))
+            self.training_bar.write(f"{self.desc} step {state.global_step}/{state.max_steps}: {shown}")
+
+
 def dvclive_callback(live_dir: Path, resume: bool = False) -> Any:
     """The transformers DVCLive callback, logging at the trainer's step, without timings.
 
@@ -219,8 +240,9 @@ def make_trainer(
     seed: int,
     work_dir: Path,
     callbacks: list | None = None,
+    desc: str = "training",
 ) -> Any:
-    """The pipeline's TRL SFTTrainer (also what `ift bench` times)."""
+    """The pipeline's TRL SFTTrainer (also what `ift bench` times); `desc` labels its progress bar."""
     import torch
     from transformers import set_seed
 
@@ -244,6 +266,8 @@ def make_trainer(
     )
     if cfg.padding_free and cfg.pad_to_multiple_of:
         trainer.data_collator = PackedRowPadding(trainer.data_collator, cfg.pad_to_multiple_of)
+    if trainer.pop_callback(ProgressCallback) is not None:  # (none when tqdm is off)
+        trainer.add_callback(ReadableProgressCallback(desc))
     return trainer
 
 
@@ -256,9 +280,10 @@ def run_sft(
     work_dir: Path,
     callbacks: list | None = None,
     resume_from: Path | None = None,
+    desc: str = "finetuning",
 ) -> dict[str, float]:
     """Train `model` in place; return the last logged loss and the step count."""
-    trainer = make_trainer(model, tokenizer, dataset, cfg, seed, work_dir, callbacks)
+    trainer = make_trainer(model, tokenizer, dataset, cfg, seed, work_dir, callbacks, desc)
     if resume_from is not None:
         _restore_weights(model, resume_from)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -403,4 +428,4 @@ def pretrain(
         logging_steps=max(arch.pretrain_steps // 5, 1),
         save_steps=0,  # part of fetch, which is short: no checkpoints
     )
-    return run_sft(model, tokenizer, dataset, cfg, seed, work_dir)
+    return run_sft(model, tokenizer, dataset, cfg, seed, work_dir, desc="pretraining")
