@@ -95,7 +95,7 @@ def test_pickle_only_checkpoint_is_refused(tmp_path):
         fetch_base_model(ModelConfig(name_or_path=str(directory)), [], seed=0, work_dir=tmp_path / "w")
 
 
-@pytest.mark.parametrize("name", ["./no-such-dir", "../elsewhere/model", "/no/such/dir", "a-file"])
+@pytest.mark.parametrize("name", ["./no-such-dir", "../elsewhere/model", "/no/such/dir", "a-file", "~nosuchuser/m"])
 def test_a_missing_local_model_is_named_as_a_path_not_a_hub_id(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a-file").write_text("not a model")

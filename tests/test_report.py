@@ -39,3 +39,9 @@ def test_the_report_marks_only_significant_improvements():
     row = next(line for line in comparison_markdown(base, much_better, 0, "base", "tuned", 0, 32).splitlines()
                if line.startswith("| exact_match |"))
     assert "✓" in row and "< 0.001" in row
+
+
+def test_a_repeated_label_is_not_collapse():
+    refs = ["positive"] * 30 + ["negative"] * 10
+    assert generation_warnings(predictions(["positive"] * 28 + ["negative"] * 12, refs), 32, "tuned") == []
+    assert generation_warnings(predictions(["positive"] * 40, refs), 32, "tuned") == []  # 75% vs 100%: a bias

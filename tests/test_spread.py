@@ -26,3 +26,19 @@ def test_each_rounding_setting_is_recorded_as_another_environment():
 
     assert len(ROUNDING_SETTINGS) >= 3
     assert all(name in KERNEL_ENV_VARS for env in ROUNDING_SETTINGS.values() for name in env)
+
+
+def test_seeds_go_with_the_seed_sweep_only(tmp_path):
+    with pytest.raises(UserError, match="--seeds goes with --by seed"):
+        measure_spread(tmp_path, "rounding", [1, 2])
+
+
+def test_a_setting_that_changes_nothing_here_is_left_out(tmp_path, monkeypatch):
+    import ift.spread
+
+    hashes = iter([{"env": "a"}, {"env": "b"}, {"env": "a"}, {"env": "c"}])  # before, then per setting
+    monkeypatch.setattr(ift.spread, "_run", lambda cmd, copy, env=None: None)
+    monkeypatch.setattr(ift.spread, "environment_hashes", lambda lock: next(hashes))
+    monkeypatch.setattr(ift.spread, "read_metrics", lambda copy: {"tuned": {"exact_match": 0.5}})
+    runs = ift.spread.rounding_sweep(tmp_path, {"x": {}, "y": {}, "z": {}})
+    assert list(runs) == ["x", "z"]  # y rebuilt the environment the committed run had

@@ -7,6 +7,7 @@ import yaml
 
 from ift.bench import refuse_uncommitted
 from ift.errors import UserError
+from ift.io import dumps_json
 from ift.verify import (
     ENVIRONMENT_DIR,
     _numbers,
@@ -33,7 +34,7 @@ def write(root, name, data, environment=None, outputs=None):
     for stage in ("train", "tuned_eval"):
         env = root / ENVIRONMENT_DIR / f"{stage}.json"
         env.parent.mkdir(parents=True, exist_ok=True)
-        env.write_text(json.dumps(environment or {"cpu": {"model": "A"}, "threads": 2}))
+        env.write_text(dumps_json(environment or {"cpu": {"model": "A"}, "threads": 2}))  # as the stages do
         locked[f"{ENVIRONMENT_DIR}/{stage}.json"] = hashlib.md5(env.read_bytes()).hexdigest()
     (root / "dvc.lock").write_text(yaml.safe_dump(
         {"stages": {"all": {"outs": [{"path": p, "md5": md5} for p, md5 in locked.items()]}}}))
@@ -105,6 +106,8 @@ def test_check_picks_the_mode_from_the_recorded_environments(tmp_path):
     write(committed, "tuned", TUNED)
     write(same, "tuned", TUNED)
     write(other, "tuned", {**TUNED, "exact_match": 0.81}, environment={"cpu": {"model": "B"}, "threads": 2})
+    record = json.loads((committed / ENVIRONMENT_DIR / "train.json").read_text())
+    (committed / "reports/spread.json").write_text(json.dumps({"std": {}, "environment": {"train": record}}))
     ok, report = check(committed, same)
     assert ok and report.startswith("mode: exact") and "byte-identical" in report
     ok, report = check(committed, other)
@@ -228,3 +231,17 @@ def test_a_fresh_clone_names_differences_from_the_spreads_record(tmp_path):
     ok, report = check(committed, other)
     assert ok and report.startswith("mode: statistical") and "train: cpu.model: A -> B" in report
     assert check(committed, committed)[1].startswith("mode: exact")  # equal hashes in dvc.lock suffice
+
+
+def test_a_spread_measured_for_other_results_is_flagged(tmp_path):
+    committed, other = tmp_path / "c", tmp_path / "o"
+    write(committed, "tuned", TUNED)
+    write(other, "tuned", TUNED, environment={"cpu": {"model": "B"}, "threads": 2})
+    runs = {"unperturbed": {"tuned": {**TUNED, "exact_match": 0.7}}}
+    (committed / "reports/spread.json").write_text(json.dumps({"std": {"tuned": {"exact_match": 0.01}},
+                                                              "runs": runs}))
+    ok, report = check(committed, other)
+    assert ok and "warning: reports/spread.json was measured for other results" in report
+    runs["unperturbed"]["tuned"]["exact_match"] = TUNED["exact_match"]
+    (committed / "reports/spread.json").write_text(json.dumps({"std": {}, "runs": runs}))
+    assert "warning" not in check(committed, other)[1]

@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rounding (default): rebuild with other kernels of this machine ("
                              + "; ".join(ROUNDING_SETTINGS) + "), into reports/spread.json; seed: "
                              "dvc exp run -S seed=N with the data seed held, into reports/seed_spread.json")
-    spread.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS,
+    spread.add_argument("--seeds", type=int, nargs="+", default=None,
                         help=f"with --by seed (default: {' '.join(map(str, DEFAULT_SEEDS))})")
     spread.add_argument("--keep", action="store_true", help="keep the temporary copy for inspection")
     spread.set_defaults(func=cmd_spread)

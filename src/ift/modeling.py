@@ -157,7 +157,10 @@ def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrain
 
     from ift.hub import hub_errors, resolve_revision
 
-    local = Path(cfg.name_or_path).expanduser()
+    try:
+        local = Path(cfg.name_or_path).expanduser()
+    except RuntimeError:  # ~user with no such user: a path, and a missing one
+        local = Path(cfg.name_or_path)
     if local.is_dir():
         source, revision, meta = str(local), None, {"name_or_path": str(local), "local": True}
     elif looks_like_a_path(cfg.name_or_path) or local.exists():

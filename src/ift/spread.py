@@ -26,9 +26,18 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ift.config import data_seed, load_params
+from ift.environment import KERNEL_ENV_VARS
 from ift.errors import UserError
 from ift.io import write_json
-from ift.verify import SPREAD_FILE, export_head, read_environments, read_metrics, stale_reasons, subprocess_env
+from ift.verify import (
+    SPREAD_FILE,
+    environment_hashes,
+    export_head,
+    read_environments,
+    read_metrics,
+    stale_reasons,
+    subprocess_env,
+)
 
 DEFAULT_SEEDS = [1, 2, 3, 4, 5]  # five runs: a standard deviation with four degrees of freedom
 SEED_SPREAD_FILE = "reports/seed_spread.json"
@@ -44,17 +53,29 @@ ROUNDING_SETTINGS = {
 
 
 def _run(cmd: list[str], copy: Path, env: dict[str, str] | None = None) -> None:
+    """Run `cmd` in `copy` with the kernel settings `env` and none of the caller's own."""
     print("$ " + " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *cmd]), file=sys.stderr, flush=True)
-    done = subprocess.run(cmd, cwd=copy, env={**subprocess_env(copy), **(env or {})}, text=True)
+    base = {k: v for k, v in subprocess_env(copy).items() if k not in KERNEL_ENV_VARS}
+    done = subprocess.run(cmd, cwd=copy, env={**base, **(env or {})}, text=True)
     if done.returncode != 0:
         raise UserError(f"`{' '.join(cmd)}` failed in {copy} (exit {done.returncode}); see its output above")
 
 
 def rounding_sweep(copy: Path, settings: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Metrics of the pipeline in `copy` rebuilt once per kernel setting (same seeds, same data)."""
-    runs = {}
+    """Metrics of the pipeline in `copy` rebuilt once per kernel setting (same seeds, same data).
+
+    A setting that changes nothing on this machine (AVX2 kernels on a CPU without AVX-512,
+    one thread on one core) records the same environment as an earlier run: it is left out,
+    since a duplicate would shrink the spread.
+    """
+    runs, seen = {}, [environment_hashes(copy / "dvc.lock")]
     for name, env in tqdm(settings.items(), desc="rounding sweep", unit="run"):
         _run(["dvc", "repro", "--force"], copy, env)
+        hashes = environment_hashes(copy / "dvc.lock")
+        if hashes in seen:
+            print(f"{name}: the same environment as an earlier run here; left out", file=sys.stderr)
+            continue
+        seen.append(hashes)
         runs[name] = read_metrics(copy)
     return runs
 
@@ -83,6 +104,8 @@ def summarize(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[st
 
 def measure_spread(repo: Path, by: str = "rounding", seeds: list[int] | None = None, keep: bool = False) -> dict:
     """Rerun the committed pipeline as `by` says; write and return the spread file's content."""
+    if by != "seed" and seeds is not None:
+        raise UserError("--seeds goes with --by seed (the rounding sweep keeps the committed seed)")
     seeds = DEFAULT_SEEDS if seeds is None else seeds
     if by == "seed" and len(seeds) < 2:
         raise UserError(f"--seeds {' '.join(map(str, seeds))}: give at least two seeds (five by default)")
@@ -98,7 +121,11 @@ def measure_spread(repo: Path, by: str = "rounding", seeds: list[int] | None = N
             runs = seed_sweep(copy, seeds, fixed)
             result = {"by": "seed", "seeds": seeds, "data_seed": fixed, "environment": read_environments(copy)}
         else:
+            committed_environment = environment_hashes(copy / "dvc.lock")
             _run(["dvc", "repro"], copy)  # this machine as it is: one of the runs, and its environment records
+            if environment_hashes(copy / "dvc.lock") != committed_environment:
+                raise UserError("this is not the environment that made the committed results (ift verify would "
+                                "compare statistically here): measure the spread where they were made")
             runs = {"unperturbed": read_metrics(copy)}
             result = {"by": "rounding", "settings": ROUNDING_SETTINGS, "environment": read_environments(copy)}
             runs.update(rounding_sweep(copy, ROUNDING_SETTINGS))

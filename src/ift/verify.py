@@ -141,10 +141,14 @@ def environment_hashes(lock_file: Path) -> dict[str, str]:
 def environment_changes(committed_root: Path, reproduced_root: Path) -> list[str]:
     """What differs between the environments that made the committed and the reproduced results.
 
-    Empty when the records are identical. The committed records themselves are read from the
-    workspace when it has them, else from reports/spread.json (measured on the reference
-    environment), to name the fields that differ.
+    Empty when the records are identical. To name the fields that differ, the committed
+    records are taken from reports/spread.json (measured on the reference environment), each
+    only if it hashes to what the committed dvc.lock holds.
     """
+    import hashlib
+
+    from ift.io import dumps_json
+
     committed = environment_hashes(committed_root / "dvc.lock")
     if not committed:
         return [f"no environment recorded with the committed results ({ENVIRONMENT_DIR}/ in dvc.lock)"]
@@ -152,13 +156,14 @@ def environment_changes(committed_root: Path, reproduced_root: Path) -> list[str
         return []
     reproduced = read_environments(reproduced_root)
     spread = committed_root / SPREAD_FILE
-    reference = read_environments(committed_root) or (read_json(spread).get("environment", {}) if spread.exists()
-                                                        else {})
+    recorded = read_json(spread).get("environment", {}) if spread.exists() else {}
+    reference = {stage: record for stage, record in recorded.items()
+                 if hashlib.md5(dumps_json(record).encode()).hexdigest() == committed.get(
+                     f"{ENVIRONMENT_DIR}/{stage}.json")}
     changes = []
-    for stage in sorted(set(reference) | set(reproduced)):
-        if stage in reference and stage in reproduced:
-            changes += [f"{stage}: {line}" for line in differences(reference[stage], reproduced[stage])]
-    return changes or ["the environment records differ from the committed ones (dvc.lock)"]
+    for stage in sorted(set(reference) & set(reproduced)):
+        changes += [f"{stage}: {line}" for line in differences(reference[stage], reproduced[stage])]
+    return changes or ["the environment records differ from the committed ones (their hashes in dvc.lock)"]
 
 
 @dataclass
@@ -219,7 +224,7 @@ def statistical_row(where: str, key: str, committed: dict[str, float], new: floa
                    z <= NOISE_SIGMAS)
     name = key.removeprefix("smoothed.")
     if name != key and name in SMOOTHED_CURVES:  # a training curve's mean over its last points
-        if key in spread:  # no test-set error here: the two runs' spread alone
+        if spread.get(key):  # no test-set error here: the two runs' spread alone
             sigma = math.sqrt(2) * spread[key]
             z = abs(new - old) / sigma if sigma > 0 else (0.0 if new == old else math.inf)
             return Row(where, key, old, new, f"|d| <= {NOISE_SIGMAS:g} sigma", f"|d| = {z:.2f} sigma",
@@ -269,10 +274,20 @@ def locked_outputs(lock_file: Path) -> dict[str, str]:
             for out in stage.get("outs", [])}
 
 
-def read_spread(root: Path) -> dict[str, dict[str, float]]:
-    """{report dir: {metric: run-to-run standard deviation}} from the committed `ift spread` file."""
+def read_spread(root: Path) -> tuple[dict[str, dict[str, float]], str | None]:
+    """({report dir: {metric: run-to-run standard deviation}}, a warning) from the committed
+    `ift spread` file; the warning says when it was measured for other results than these."""
     path = root / SPREAD_FILE
-    return read_json(path)["std"] if path.exists() else {}
+    if not path.exists():
+        return {}, None
+    spread = read_json(path)
+    unperturbed = spread.get("runs", {}).get("unperturbed")
+    committed = read_metrics(root)
+    if unperturbed is not None and any(abs(unperturbed.get(where, {}).get(key, math.inf) - value) > DEFAULT_TOLERANCE
+                                       for where, metrics in committed.items() for key, value in metrics.items()):
+        return spread["std"], (f"{SPREAD_FILE} was measured for other results than the committed ones: "
+                               "rerun `ift spread` on the reference environment and commit it")
+    return spread["std"], None
 
 
 def check(committed_root: Path, reproduced_root: Path, force: str | None = None,
@@ -293,9 +308,11 @@ def check(committed_root: Path, reproduced_root: Path, force: str | None = None,
     lines = [f"mode: {mode} ({why})"]
     if changes:
         lines += ["environment differences:", *(f"  {change}" for change in changes)]
-    spread = read_spread(committed_root)
+    spread, stale = read_spread(committed_root)
     if mode == "statistical" and not spread:
         lines.append(f"no {SPREAD_FILE} committed: eval metrics are compared by their test-set noise alone")
+    elif mode == "statistical" and stale:
+        lines.append(f"warning: {stale}")
     rows = compare_metrics(read_metrics(committed_root), read_metrics(reproduced_root), mode,
                            DEFAULT_TOLERANCE if tolerance is None else tolerance, spread)
     ok = all(row.ok for row in rows)
