@@ -11,14 +11,14 @@ import logging
 import shutil
 from pathlib import Path
 
-from ift.config import TrainConfig, data_seed, load_params
+from ift.config import data_seed, load_params
 from ift.data import load_splits, require_usable
 from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
 from ift.io import atomic_dir, write_json, write_jsonl
 from ift.modeling import fetch_base_model, save_model
 from ift.prompts import hydrate
-from ift.training import compute_dtype, encode_rows
+from ift.training import compute_dtype, encode_rows, pretraining_config
 
 log = logging.getLogger("ift.fetch")
 WORK_DIR = Path(".checkpoints/fetch")  # the trainer's scratch dir while pretraining model=tiny
@@ -49,7 +49,9 @@ def main() -> None:
         write_json(data_tmp / "metadata.json", data_meta)
         save_model(model, tokenizer, model_tmp)
         write_json(model_tmp / "metadata.json", model_meta)
-    write_json(args.environment, fingerprint(compute_dtype(TrainConfig())))  # the tiny model's pretraining
+    arch = params.model.tiny
+    # The dtype of the tiny model's pretraining; a Hub or local model is only loaded here.
+    write_json(args.environment, fingerprint(compute_dtype(pretraining_config(arch)) if arch else "none (loaded)"))
     log.info("fetched %s (%s) and model %s (%d parameters)", data_meta.get("name", data_meta["source"]),
              data_meta["counts"], model_meta["name_or_path"], model_meta["parameters"])
 

@@ -37,11 +37,11 @@ def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in fields}
 
 
-def cpu() -> dict:
+def cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     """Vendor, model and the kernel-selecting features of this CPU, and torch's SIMD level."""
     import torch
 
-    info = _cpuinfo()
+    info = _cpuinfo(cpuinfo)
     flags = set((info.get("flags") or info.get("Features") or "").split())
     return {
         "vendor": info.get("vendor_id") or info.get("CPU implementer") or platform.machine(),

@@ -125,7 +125,7 @@ def generate_token_ids(
 
 def stopped_at_limit(tokens: Sequence[int], max_new_tokens: int, eos_token_id: int | None) -> bool:
     """Whether generation was cut by max_new_tokens rather than ending with EOS."""
-    return len(tokens) >= max_new_tokens and (not tokens or tokens[-1] != eos_token_id)
+    return len(tokens) >= max_new_tokens and tokens[-1] != eos_token_id  # (max_new_tokens >= 1)
 
 
 def decode_answers(tokenizer: PreTrainedTokenizerBase, generated: Sequence[Sequence[int]]) -> list[str]:

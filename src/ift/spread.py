@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,8 +34,8 @@ from ift.verify import (
     export_head,
     read_environments,
     read_metrics,
-    stale_reasons,
-    subprocess_env,
+    refuse_stale,
+    run_in_copy,
 )
 
 DEFAULT_SEEDS = [1, 2, 3, 4, 5]  # five runs: a standard deviation with four degrees of freedom
@@ -55,10 +54,7 @@ ROUNDING_SETTINGS = {
 def _run(cmd: list[str], copy: Path, env: dict[str, str] | None = None) -> None:
     """Run `cmd` in `copy` with the kernel settings `env` and none of the caller's own."""
     print("$ " + " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), *cmd]), file=sys.stderr, flush=True)
-    base = {k: v for k, v in subprocess_env(copy).items() if k not in KERNEL_ENV_VARS}
-    done = subprocess.run(cmd, cwd=copy, env={**base, **(env or {})}, text=True)
-    if done.returncode != 0:
-        raise UserError(f"`{' '.join(cmd)}` failed in {copy} (exit {done.returncode}); see its output above")
+    run_in_copy(cmd, copy, env, drop=KERNEL_ENV_VARS)
 
 
 def rounding_sweep(copy: Path, settings: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -112,10 +108,7 @@ def measure_spread(repo: Path, by: str = "rounding", seeds: list[int] | None = N
     copy = Path(tempfile.mkdtemp(prefix="ift-spread-"))
     try:
         export_head(repo, copy)
-        reasons = stale_reasons(copy)
-        if reasons:
-            raise UserError("the committed dvc.lock is stale (" + "; ".join(reasons) +
-                            "): run `dvc repro` and commit first; the spread belongs to committed results")
+        refuse_stale(copy, "run `dvc repro` and commit first; the spread belongs to committed results")
         if by == "seed":
             fixed = data_seed(load_params(copy / "params.yaml"))
             runs = seed_sweep(copy, seeds, fixed)

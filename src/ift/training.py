@@ -15,7 +15,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from ift.config import TinyModelConfig, TrainConfig, bad_value
 from ift.errors import UserError
-from ift.io import write_json
+from ift.io import read_json, write_json
 from ift.modeling import IGNORE_INDEX, bf16_supported, encode_example, pick_device
 from ift.packing import PackedRowPadding
 
@@ -369,7 +369,7 @@ def finetune(
                      callbacks=[dvclive_callback(live_dir, resume=checkpoint is not None and live_dir.exists())],
                      resume_from=checkpoint)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {**json.loads((live_dir / "metrics.json").read_text()),
+    metrics = {**read_json(live_dir / "metrics.json"),
                "smoothed": smoothed_curves(live_dir / "plots" / "metrics")}
     write_json(reports_dir / "metrics.json", metrics)
     shutil.copytree(live_dir / "plots", reports_dir / "plots", dirs_exist_ok=True)
@@ -391,21 +391,9 @@ def smoothed_curves(curves_dir: Path, window: int = SMOOTHING_WINDOW) -> dict[st
     return smoothed
 
 
-def pretrain(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    documents: list[str],
-    arch: TinyModelConfig,
-    seed: int,
-    work_dir: Path,
-) -> dict[str, float]:
-    """Language-model pretraining (loss on every token) of the tiny base model."""
-    from datasets import Dataset
-
-    eos = tokenizer.eos_token_id
-    dataset = Dataset.from_list(
-        [{"input_ids": ids + [eos]} for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]])
-    cfg = TrainConfig(
+def pretraining_config(arch: TinyModelConfig) -> TrainConfig:
+    """The tiny base model's pretraining run (fetch): loss on every token, padded batches."""
+    return TrainConfig(
         learning_rate=arch.pretrain_learning_rate,
         max_steps=arch.pretrain_steps,
         per_device_train_batch_size=arch.pretrain_batch_size,
@@ -428,4 +416,21 @@ def pretrain(
         logging_steps=max(arch.pretrain_steps // 5, 1),
         save_steps=0,  # part of fetch, which is short: no checkpoints
     )
+
+
+def pretrain(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    documents: list[str],
+    arch: TinyModelConfig,
+    seed: int,
+    work_dir: Path,
+) -> dict[str, float]:
+    """Language-model pretraining (loss on every token) of the tiny base model."""
+    from datasets import Dataset
+
+    eos = tokenizer.eos_token_id
+    dataset = Dataset.from_list(
+        [{"input_ids": ids + [eos]} for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]])
+    cfg = pretraining_config(arch)
     return run_sft(model, tokenizer, dataset, cfg, seed, work_dir, desc="pretraining")

@@ -56,6 +56,22 @@ def _run(cmd: list[str], cwd: Path, capture: bool = True) -> subprocess.Complete
     return subprocess.run(cmd, cwd=cwd, env=subprocess_env(cwd), text=True, capture_output=capture)
 
 
+def run_in_copy(cmd: list[str], copy: Path, env: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -> None:
+    """Run `cmd` (dvc) in `copy` with its own code, `env` added and the variables `drop` left out;
+    a failure is a one-line UserError (the command's own output is shown above it)."""
+    base = {k: v for k, v in subprocess_env(copy).items() if k not in drop}
+    done = subprocess.run(cmd, cwd=copy, env={**base, **(env or {})}, text=True)
+    if done.returncode != 0:
+        raise UserError(f"`{' '.join(cmd)}` failed in {copy} (exit {done.returncode}); see its output above")
+
+
+def refuse_stale(copy: Path, advice: str) -> None:
+    """A UserError if the committed dvc.lock in `copy` does not match its code and params."""
+    reasons = stale_reasons(copy)
+    if reasons:
+        raise UserError("the committed dvc.lock is stale (" + "; ".join(reasons) + f"): {advice}")
+
+
 def export_head(repo: Path, dest: Path) -> None:
     """The committed tree (as a fresh clone has it) in `dest`, as a git repo of its own."""
     archive = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=repo, capture_output=True)
@@ -202,6 +218,18 @@ def stderr_floor(metric: str, value: float, n: float) -> float:
     return scale * math.sqrt(shrunk * (1 - shrunk) / (n + 4))
 
 
+def _ratio(difference: float, scale: float) -> float:
+    """difference / scale, with 0 / 0 = 0 and x / 0 = inf."""
+    return difference / scale if scale > 0 else (0.0 if difference == 0 else math.inf)
+
+
+def _noise_row(where: str, key: str, old: float, new: float, sigma: float, note: str = "") -> Row:
+    """Passes within NOISE_SIGMAS x sigma."""
+    z = _ratio(abs(new - old), sigma)
+    return Row(where, key, old, new, f"|d| <= {NOISE_SIGMAS:g} sigma{note}", f"|d| = {z:.2f} sigma",
+               z <= NOISE_SIGMAS)
+
+
 def statistical_row(where: str, key: str, committed: dict[str, float], new: float | None,
                     spread: dict[str, float]) -> Row:
     """The rule for one metric when the environment differs (README, Guarantees)."""
@@ -215,21 +243,14 @@ def statistical_row(where: str, key: str, committed: dict[str, float], new: floa
     if new is None:
         return Row(where, key, old, new, "missing", "-", False)
     if key in EVAL_METRICS:  # within its noise
-        s = spread.get(key, 0.0)
         se = committed.get(stderr_key(key)) or stderr_floor(key, old, committed.get("n_examples", 0))
-        sigma = math.sqrt(se ** 2 + 2 * s ** 2)
-        z = abs(new - old) / sigma if sigma > 0 else (0.0 if new == old else math.inf)
-        source = "" if key in spread else ", no spread measured"
-        return Row(where, key, old, new, f"|d| <= {NOISE_SIGMAS:g} sigma{source}", f"|d| = {z:.2f} sigma",
-                   z <= NOISE_SIGMAS)
+        sigma = math.sqrt(se ** 2 + 2 * spread.get(key, 0.0) ** 2)
+        return _noise_row(where, key, old, new, sigma, "" if key in spread else ", no spread measured")
     name = key.removeprefix("smoothed.")
     if name != key and name in SMOOTHED_CURVES:  # a training curve's mean over its last points
         if spread.get(key):  # no test-set error here: the two runs' spread alone
-            sigma = math.sqrt(2) * spread[key]
-            z = abs(new - old) / sigma if sigma > 0 else (0.0 if new == old else math.inf)
-            return Row(where, key, old, new, f"|d| <= {NOISE_SIGMAS:g} sigma", f"|d| = {z:.2f} sigma",
-                       z <= NOISE_SIGMAS)
-        relative = abs(new - old) / abs(old) if old else (0.0 if new == old else math.inf)
+            return _noise_row(where, key, old, new, math.sqrt(2) * spread[key])
+        relative = _ratio(abs(new - old), abs(old))
         return Row(where, key, old, new, f"|d| <= {TRAINING_RTOL:.0%}, no spread measured",
                    f"|d| = {relative:.1%}", relative <= TRAINING_RTOL)
     if key in SMOOTHED_CURVES:
@@ -274,15 +295,14 @@ def locked_outputs(lock_file: Path) -> dict[str, str]:
             for out in stage.get("outs", [])}
 
 
-def read_spread(root: Path) -> tuple[dict[str, dict[str, float]], str | None]:
+def read_spread(root: Path, committed: dict[str, dict[str, float]]) -> tuple[dict[str, dict[str, float]], str | None]:
     """({report dir: {metric: run-to-run standard deviation}}, a warning) from the committed
-    `ift spread` file; the warning says when it was measured for other results than these."""
+    `ift spread` file; the warning says when it was measured for other results than `committed`."""
     path = root / SPREAD_FILE
     if not path.exists():
         return {}, None
     spread = read_json(path)
     unperturbed = spread.get("runs", {}).get("unperturbed")
-    committed = read_metrics(root)
     if unperturbed is not None and any(abs(unperturbed.get(where, {}).get(key, math.inf) - value) > DEFAULT_TOLERANCE
                                        for where, metrics in committed.items() for key, value in metrics.items()):
         return spread["std"], (f"{SPREAD_FILE} was measured for other results than the committed ones: "
@@ -308,12 +328,13 @@ def check(committed_root: Path, reproduced_root: Path, force: str | None = None,
     lines = [f"mode: {mode} ({why})"]
     if changes:
         lines += ["environment differences:", *(f"  {change}" for change in changes)]
-    spread, stale = read_spread(committed_root)
+    committed_metrics = read_metrics(committed_root)
+    spread, stale = read_spread(committed_root, committed_metrics)
     if mode == "statistical" and not spread:
         lines.append(f"no {SPREAD_FILE} committed: eval metrics are compared by their test-set noise alone")
     elif mode == "statistical" and stale:
         lines.append(f"warning: {stale}")
-    rows = compare_metrics(read_metrics(committed_root), read_metrics(reproduced_root), mode,
+    rows = compare_metrics(committed_metrics, read_metrics(reproduced_root), mode,
                            DEFAULT_TOLERANCE if tolerance is None else tolerance, spread)
     ok = all(row.ok for row in rows)
     lines.append(format_table(rows))
@@ -342,18 +363,13 @@ def rebuild(repo: Path, workdir: Path, committed: Path, env: dict[str, str] | No
     export_head(repo, workdir)
     if not list(workdir.glob(METRICS_GLOB)):
         raise UserError(f"no committed {METRICS_GLOB}: run `dvc repro` and commit the metrics first")
-    reasons = stale_reasons(workdir)
-    if reasons:
-        raise UserError("the committed dvc.lock is stale (" + "; ".join(reasons) +
-                        "): run `dvc repro` and commit dvc.lock and the metrics")
+    refuse_stale(workdir, "run `dvc repro` and commit dvc.lock and the metrics")
     for pattern in (METRICS_GLOB, SPREAD_FILE, "dvc.lock"):
         for path in workdir.glob(pattern):  # the committed files, before they are rebuilt
             (committed / path.relative_to(workdir)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, committed / path.relative_to(workdir))
     print(f"rebuilding the committed pipeline from scratch in {workdir} ...", file=sys.stderr, flush=True)
-    repro = subprocess.run(["dvc", "repro"], cwd=workdir, env={**subprocess_env(workdir), **(env or {})}, text=True)
-    if repro.returncode != 0:
-        raise UserError(f"`dvc repro` failed in {workdir} (exit {repro.returncode}); see its output above")
+    run_in_copy(["dvc", "repro"], workdir, env)
 
 
 def verify(repo: Path, force: str | None = None, tolerance: float | None = None, keep: bool = False) -> bool:
