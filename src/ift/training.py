@@ -400,17 +400,13 @@ def pretraining_config(arch: TinyModelConfig) -> TrainConfig:
         warmup_ratio=0.05,
         lr_scheduler_type="cosine",
         completion_only_loss=False,
-        # Random batches: grouping by length puts one kind of document in each batch (short
-        # counting runs, long word lists), which left the pretraining loss far higher in a trial.
+        # Random batches: grouping by length would put one kind of document in each batch.
         train_sampling_strategy="random",
-        # Padded batches, though the documents vary from a few tokens to ~60, so batches are
-        # half padding. Packed rows as long as their documents made the fetch stage slower
-        # (42.6 vs 31.7 s: reports/bench.md at f560e34, which measured 930e58d, and at
-        # 8f00d7d; each new row length is a new matmul shape, which costs set-up time on CPU).
-        # Packed rows padded to a multiple of 64, as in train/default, took about as long as
-        # padded batches in a trial
-        # (fetch stage: packed 26.6 and 26.5 s, padded 28.5 and 26.9 s), within the noise, so
-        # pretraining keeps padded batches and its base model stays as it was.
+        # fp32, not bf16 autocast: bf16 rounding sent pretraining down another path on each CPU
+        # type, and the base model's answer loss then moved by ~8 standard errors between
+        # environments (reports/spread.json holds what fp32 leaves).
+        bf16=False,
+        # Padded batches: packed rows were no faster for pretraining's short documents.
         padding_free=False,
         attn_implementation="eager",  # faster than sdpa for this model on CPU (ift bench --levers)
         logging_steps=max(arch.pretrain_steps // 5, 1),
