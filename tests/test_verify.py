@@ -10,13 +10,16 @@ from ift.errors import UserError
 from ift.io import dumps_json
 from ift.verify import (
     ENVIRONMENT_DIR,
+    SPREAD_FILE,
     _numbers,
     check,
     commit_all,
     compare_metrics,
     export_head,
     format_table,
+    read_metrics,
     stale_reasons,
+    statistical_row,
     subprocess_env,
 )
 from tests.conftest import ROOT
@@ -78,6 +81,27 @@ def test_statistical_mode_accepts_noise_and_names_a_shift_of_ten_stderrs():
     # without a measured spread, the test-set noise alone
     rows = rows_by_key(compare_metrics(committed, within, "statistical"))
     assert rows["tuned/exact_match"].ok and "no spread measured" in rows["tuned/exact_match"].rule
+
+
+def test_the_committed_noise_lets_no_committed_metric_move_ten_stderrs_unseen():
+    """The check CI must keep: with the committed spread, a 10-stderr shift of any eval metric
+    (either way) fails. It fails itself when a recipe too unstable across environments (its
+    run-to-run spread over ~2.3 stderr) is committed."""
+    from ift.statistics import EVAL_METRICS, stderr_key
+
+    committed = read_metrics(ROOT)
+    spread = json.loads((ROOT / SPREAD_FILE).read_text())["std"]
+    shifted = []
+    for where, metrics in committed.items():
+        for key in EVAL_METRICS:
+            se = metrics.get(stderr_key(key), 0.0)
+            if key not in metrics or se == 0:  # every example scored alike: nothing to shift by
+                continue
+            for direction in (-1, 1):
+                row = statistical_row(where, key, metrics, metrics[key] + direction * 10 * se, spread[where])
+                assert not row.ok, f"{where}/{key}: a 10-stderr shift passes ({row.margin})"
+                shifted.append(f"{where}/{key}")
+    assert {"tuned/exact_match", "tuned/bleu", "baseline/answer_loss"} <= set(shifted)
 
 
 def test_statistical_mode_compares_training_by_smoothed_curves_and_counts_exactly():
