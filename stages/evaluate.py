@@ -1,10 +1,10 @@
 """Stages baseline_eval and tuned_eval: generate answers for the test split and score them.
 
     python stages/evaluate.py models/base data/hydrated/test.jsonl reports/baseline \
-        --environment reports/environment/baseline_eval.json
+        --stats data/hydrated/stats.json --environment reports/environment/baseline_eval.json
     python stages/evaluate.py models/tuned data/hydrated/test.jsonl reports/tuned \
-        --baseline reports/baseline --base-model models/base --comparison reports/comparison.md \
-        --environment reports/environment/tuned_eval.json
+        --stats data/hydrated/stats.json --baseline reports/baseline --base-model models/base \
+        --comparison reports/comparison.md --environment reports/environment/tuned_eval.json
 
 Reads params: seed (for the bootstrap), eval, model.trust_remote_code. Writes OUT_DIR/metrics.json
 (each metric with its standard error) and OUT_DIR/predictions.jsonl (each example's scores);
@@ -20,7 +20,7 @@ from pathlib import Path
 from ift.config import load_params
 from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
-from ift.evaluation import evaluate
+from ift.evaluation import evaluate, fitted_max_new_tokens
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from ift.modeling import load_model, load_tokenizer
@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("test_file", type=Path)
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--stats", type=Path, required=True,
+                        help="hydrate's stats.json (the training answers' lengths fit eval.max_new_tokens=null)")
     parser.add_argument("--baseline", type=Path, help="baseline report dir to compare against")
     parser.add_argument("--base-model", type=Path, help="the baseline's model dir (named in the report)")
     parser.add_argument("--comparison", type=Path, help="where to write the Markdown comparison")
@@ -50,10 +52,13 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model_dir, padding_side="left", trust_remote_code=trust)
     model = load_model(args.model_dir, trust_remote_code=trust)
     rows = read_jsonl(args.test_file)[: cfg.limit]
-    metrics, predictions = evaluate(model, tokenizer, rows, cfg.max_new_tokens, cfg.batch_size, params.seed,
+    max_new_tokens = fitted_max_new_tokens(cfg.max_new_tokens, read_json(args.stats))
+    if cfg.max_new_tokens is None:
+        log.info("eval.max_new_tokens=null: generating up to %d tokens (the longest training answer)", max_new_tokens)
+    metrics, predictions = evaluate(model, tokenizer, rows, max_new_tokens, cfg.batch_size, params.seed,
                                     desc=f"eval {args.model_dir}")
 
-    for warning in generation_warnings(predictions, cfg.max_new_tokens, str(args.model_dir)):
+    for warning in generation_warnings(predictions, max_new_tokens, str(args.model_dir)):
         log.warning(warning)
     # Everything is computed before the first output is written (run by hand, a failure leaves
     # the old outputs; `dvc repro` removes a stage's outputs before running it anyway).
@@ -64,7 +69,7 @@ def main() -> None:
         comparison = comparison_markdown(
             read_jsonl(args.baseline / "predictions.jsonl"), predictions, cfg.report_examples,
             baseline_name=base_name, tuned_name=f"{base_name} finetuned ({args.model_dir})", seed=params.seed,
-            max_new_tokens=cfg.max_new_tokens)
+            max_new_tokens=max_new_tokens)
     with atomic_dir(args.out_dir) as tmp:
         write_json(tmp / "metrics.json", metrics)
         write_jsonl(tmp / "predictions.jsonl", predictions)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ift.config import Params, compose, load_params, to_yaml, validate, write_params
+from ift.config import NO_LOCAL_INPUT, Params, compose, load_params, to_yaml, validate, write_params
 from ift.errors import UserError
 from ift.training import check_trainer_choices
 
@@ -20,23 +20,53 @@ def test_contract_presets_exist():
     assert {"demo", "alpaca", "lamini_docs", "local"} <= set(presets("data"))
 
 
-@pytest.mark.parametrize("group", ["model", "data", "train", "eval"])
+# What a preset needs from the user (its ??? keys).
+REQUIRED = {("data", "local"): ["data.path=some.csv"], ("model", "local"): ["model.name_or_path=./some-model"]}
+
+
+@pytest.mark.parametrize("group", ["model", "data", "train", "eval", "experiment"])
 def test_every_preset_composes_and_validates(group):
     for name in presets(group):
-        overrides = [f"{group}={name}"]
-        if group == "data" and name == "local":
-            overrides.append("data.path=some.csv")
+        overrides = [f"+experiment={name}" if group == "experiment" else f"{group}={name}",
+                     *REQUIRED.get((group, name), [])]
         cfg = compose(overrides, CONF)
         params = validate(cfg)
         assert isinstance(params, Params)
         check_trainer_choices(params.train, name)  # the names transformers must know
 
 
-@pytest.mark.parametrize("group", ["model", "data", "train", "eval"])
+@pytest.mark.parametrize("group", ["model", "data", "train", "eval", "experiment"])
 def test_every_preset_starts_with_the_command_that_selects_it(group):
     for path in (CONF / group).glob("*.yaml"):
-        first = path.read_text().splitlines()[0]
+        lines = path.read_text().splitlines()
+        first = lines[1] if lines[0].startswith("# @package") else lines[0]  # Hydra wants the header first
         assert first.startswith("# Select with:") and f"{group}={path.stem}" in first, path
+
+
+def test_an_experiment_preset_and_further_overrides_both_hold():
+    params = validate(compose(["+experiment=tutorial", "train.learning_rate=3e-4", "eval.max_new_tokens=64"], CONF))
+    assert params.model.name_or_path == "EleutherAI/pythia-70m" and params.data.name == "lamini/lamini_docs"
+    assert params.train.per_device_train_batch_size == 8  # the model preset's train preset, through the experiment
+    assert params.eval.batch_size == 16  # the experiment's own key
+    assert params.train.learning_rate == pytest.approx(3e-4) and params.eval.max_new_tokens == 64
+
+
+def test_local_presets_make_their_paths_dvc_dependencies():
+    params = validate(compose(["data=local", "data.path=qa.csv", "model=local", "model.name_or_path=./m"], CONF))
+    assert (params.inputs.data, params.inputs.model) == ("qa.csv", "./m")
+    default = validate(compose([], CONF))
+    assert default.inputs.data == default.inputs.model == NO_LOCAL_INPUT and (ROOT / NO_LOCAL_INPUT).is_file()
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["data.source=local", "data.path=qa.csv"], "inputs.data=qa.csv"),
+    (["model.name_or_path=./my-model", "model.tiny=null"], "inputs.model=./my-model"),
+    (["data=local", "data.path=qa.csv", "inputs.data=other.csv"], "inputs.data=qa.csv"),
+])
+def test_a_local_input_dvc_would_not_track_fails_and_names_the_fix(overrides, key):
+    with pytest.raises(UserError, match="not a DVC dependency") as exc:
+        validate(compose(overrides, CONF))
+    assert key in str(exc.value)
 
 
 def test_committed_params_equal_the_composition_of_conf():

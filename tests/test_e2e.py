@@ -1,6 +1,7 @@
 """End to end: copy the repository to a temporary directory and run `dvc repro` there."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,7 @@ def test_pythia_like_model_and_company_csv_end_to_end(repo_copy, tmp_path):
         for i in range(30)]
     csv = tmp_path / "company data.csv"
     csv.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode("utf-8") + b"\r\n")
-    run(["dvc", "exp", "run", "-S", "model=pythia-70m", "-S", f"model.name_or_path='{model_dir}'",
+    run(["dvc", "exp", "run", "-S", "model=local", "-S", f"model.name_or_path='{model_dir}'", "-S", "train=pythia-70m",
          "-S", "data=local", "-S", f"data.path='{csv}'",
          "-S", "data.fields.instruction='Customer Question'", "-S", "data.fields.input=null",
          "-S", "data.fields.output='Agent Answer'"], repo_copy)
@@ -127,3 +128,43 @@ def test_pythia_like_model_and_company_csv_end_to_end(repo_copy, tmp_path):
     assert "{device_" in hydrated and "{button}" in hydrated and "### Response: é" in hydrated
     metadata = json.loads((repo_copy / "models/base/metadata.json").read_text())
     assert metadata["name_or_path"] == str(model_dir)
+
+    # Local inputs are DVC dependencies of fetch: an edit to either is seen, and reruns fetch.
+    assert "up to date" in run(["dvc", "status"], repo_copy)
+    csv.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows[:21]).encode("utf-8") + b"\r\n")  # 30 rows -> 20
+    status = run(["dvc", "status", "fetch"], repo_copy)
+    assert "fetch" in status and "modified" in status and str(csv) in status, status
+    assert "fetch" in stages_run(run(["dvc", "repro"], repo_copy))
+    assert json.loads((repo_copy / "data/raw/metadata.json").read_text())["counts"]["train"] < 27
+    (model_dir / "NOTES.md").write_text("a file added to the model directory\n")
+    status = run(["dvc", "status", "fetch"], repo_copy)
+    assert "fetch" in status and str(model_dir) in status, status
+
+
+def test_a_typo_in_a_key_fails_the_first_stage_to_run_and_leaves_dvc_lock(repo_copy):
+    lock = (repo_copy / "dvc.lock").read_bytes()
+    failed = run(["dvc", "exp", "run", "-S", "+train.learnign_rate=1e-3"], repo_copy, check=False)
+    assert failed.returncode != 0
+    assert "train.learnign_rate" in failed.stderr + failed.stdout
+    assert (repo_copy / "dvc.lock").read_bytes() == lock
+
+
+def test_plots_render_offline_with_a_colour_and_an_interval_per_model(repo_copy):
+    import vl_convert
+
+    from ift.plots_page import VEGA_LITE_VERSION
+    from tests.test_plots_page import EXTERNAL_LOAD
+
+    run(["dvc", "plots", "show", "-o", "dvc_plots"], repo_copy)
+    page = (repo_copy / "dvc_plots/index.html").read_text(encoding="utf-8")
+    assert not EXTERNAL_LOAD.search(page) and "window.vegaEmbed" in page and page.count("vegaEmbed('#") == 2
+    shown = subprocess.run(["dvc", "plots", "show", "--json"], cwd=repo_copy, env=user_env(), capture_output=True,
+                           text=True, check=True)
+    plots = {name: plot["content"] for name, (plot,) in json.loads(shown.stdout)["data"].items()}
+    assert set(plots) == {"Training loss", "Baseline vs tuned"}
+    # vl-convert runs the same vega libraries the page inlines (no browser on these machines)
+    svgs = {name: vl_convert.vegalite_to_svg(spec, vl_version=VEGA_LITE_VERSION) for name, spec in plots.items()}
+    assert 'aria-roledescription="line mark"' in svgs["Training loss"]
+    bars = svgs["Baseline vs tuned"]
+    assert 'fill="#e45756"' in bars and 'fill="#4c78a8"' in bars  # baseline and tuned in their own colours
+    assert bars.count('aria-roledescription="rule mark"') == 6  # a 95% interval per metric and model

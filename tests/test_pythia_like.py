@@ -158,8 +158,10 @@ def test_the_stages_and_ift_ask_pass_on_the_consent_in_params_yaml(tmp_path, mon
 
     model_dir = save_with_own_code(tmp_path / "m")
     (tmp_path / "test.jsonl").write_text(json.dumps({"input": "Reverse the words", "output": "words the"}) + "\n")
+    (tmp_path / "stats.json").write_text(json.dumps({"train": {"tokens": {"answer": {"max": 4}}}}))
     monkeypatch.chdir(tmp_path)
-    evaluate = [sys.executable, str(ROOT / "stages/evaluate.py"), "m", "test.jsonl", "out", "--environment", "env.json"]
+    evaluate = [sys.executable, str(ROOT / "stages/evaluate.py"), "m", "test.jsonl", "out", "--stats", "stats.json",
+                "--environment", "env.json"]
     for trust in (False, True):
         write_params([f"model.trust_remote_code={str(trust).lower()}"], tmp_path / "params.yaml", ROOT / "conf")
         result = subprocess.run(evaluate, cwd=tmp_path, env=user_env(), capture_output=True, text=True)

@@ -26,8 +26,16 @@ def _project_params():
 
 
 def _max_new_tokens_default() -> int:
-    """eval.max_new_tokens of the project (the eval stages' setting)."""
-    return _project_params().eval.max_new_tokens
+    """eval.max_new_tokens of the project, fitted to the hydrated data as the eval stages fit it
+    (the cap where there is no hydrated data yet)."""
+    from ift.config import MAX_NEW_TOKENS_CAP
+    from ift.evaluation import HYDRATED_STATS, fitted_max_new_tokens
+    from ift.io import read_json
+
+    configured = _project_params().eval.max_new_tokens
+    if configured is None and not Path(HYDRATED_STATS).exists():
+        return MAX_NEW_TOKENS_CAP
+    return fitted_max_new_tokens(configured, read_json(HYDRATED_STATS) if configured is None else {})
 
 
 class Assistant:

@@ -25,6 +25,10 @@ PARAMS_FILE = "params.yaml"
 CONFIG_DIR = "conf"
 CONFIG_NAME = "config"
 DATA_SOURCES = ("demo", "hub", "local")
+# DVC cannot template an empty dependency: this file, which never changes, stands in for
+# inputs.data / inputs.model where nothing local is read (InputsConfig).
+NO_LOCAL_INPUT = "conf/no_local_input.txt"
+MAX_NEW_TOKENS_CAP = 512  # eval.max_new_tokens=null fits the data, up to this many tokens
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "packed_eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
@@ -87,6 +91,16 @@ class DataConfig:
 
 
 @dataclass
+class InputsConfig:
+    """Local inputs, which dvc.yaml lists as fetch's dependencies (${inputs.data}, ${inputs.model}):
+    an edit to the file or directory reruns fetch and everything after it. The presets data=local
+    and model=local point them at data.path and model.name_or_path."""
+
+    data: str = NO_LOCAL_INPUT
+    model: str = NO_LOCAL_INPUT
+
+
+@dataclass
 class TrainConfig:
     """transformers TrainingArguments names where one exists, plus max_length."""
 
@@ -126,7 +140,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    max_new_tokens: int = 32
+    # null: the longest training answer in tokens (EOS included, data/hydrated/stats.json), up
+    # to MAX_NEW_TOKENS_CAP, so that long answers are not cut by a limit set for short ones.
+    max_new_tokens: int | None = None
     batch_size: int = 64
     limit: int | None = None  # evaluate only the first N test examples
     report_examples: int = 10  # example rows in reports/comparison.md
@@ -139,6 +155,7 @@ class Params:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    inputs: InputsConfig = field(default_factory=InputsConfig)
 
 
 def data_seed(params: Params) -> int:
@@ -179,7 +196,8 @@ def _check_ranges(params: Params, source: str) -> None:
         (t.attn_implementation in ATTN_IMPLEMENTATIONS, "train.attn_implementation", t.attn_implementation,
          f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}"),
         (d.source in DATA_SOURCES, "data.source", d.source, f"must be one of {', '.join(DATA_SOURCES)}"),
-        (e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens, "must be >= 1"),
+        (e.max_new_tokens is None or e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens,
+         "must be >= 1 or null (fitted to the training answers)"),
         (e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1"),
         (e.limit is None or e.limit >= 1, "eval.limit", e.limit, "must be >= 1 or null"),
         (e.report_examples >= 0, "eval.report_examples", e.report_examples, "must be >= 0"),
@@ -194,9 +212,34 @@ def _check_ranges(params: Params, source: str) -> None:
                         "`-S data=local -S data.path=my_data.csv`")
     if params.data.source == "demo" and params.data.demo is None:
         raise UserError(f"{source}: data.source=demo needs data.demo.num_examples")
+    _check_inputs(params, source)
     if params.model.name_or_path == "tiny" and params.model.tiny is None:
         raise UserError(f"{source}: model.name_or_path=tiny needs the model.tiny section "
                         "(select it with model=tiny)")
+
+
+def looks_like_a_path(name: str) -> bool:
+    """A name that can only be a local path: it starts with ./, ../, / or ~ (Hub ids are "org/name")."""
+    return name.startswith(("./", "../", "/", "~", ".\\")) or name in (".", "..")
+
+
+def is_local_path(name: str) -> bool:
+    """A model name that means a local directory: path-like, or a path that exists here (not "tiny")."""
+    return looks_like_a_path(name) or (name != "tiny" and Path(name).expanduser().exists())
+
+
+def _check_inputs(params: Params, source: str) -> None:
+    """Local data and models must be DVC dependencies of fetch (inputs.*), or edits to them go unseen."""
+    d, m, inputs = params.data, params.model, params.inputs
+    if d.source == "local" and d.path and inputs.data != d.path:
+        raise UserError(f"{source}: data.path={d.path} is not a DVC dependency (inputs.data={inputs.data}), so an "
+                        "edit to it would rerun nothing: select the preset, `-S data=local -S data.path=...`, "
+                        f"or set `-S inputs.data={d.path}`")
+    if is_local_path(m.name_or_path) and inputs.model != m.name_or_path:
+        raise UserError(f"{source}: model.name_or_path={m.name_or_path} is a local directory but not a DVC "
+                        f"dependency (inputs.model={inputs.model}), so an edit to it would rerun nothing: select "
+                        f"the preset, `-S model=local -S model.name_or_path=...`, or set "
+                        f"`-S inputs.model={m.name_or_path}`")
 
 
 def validate(config: DictConfig | dict, source: str = PARAMS_FILE) -> Params:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
+from ift.config import MAX_NEW_TOKENS_CAP
 from ift.modeling import IGNORE_INDEX, encode_example
 from ift.statistics import EVAL_METRICS, metric_value, score_arrays, stderr_key, with_stderrs
 
@@ -19,6 +20,17 @@ if TYPE_CHECKING:
 
 # metrics.json keys, in order: each eval metric and its standard error, then the example count.
 METRIC_KEYS = (*(key for m in EVAL_METRICS for key in (m, stderr_key(m))), "n_examples")
+
+
+HYDRATED_STATS = "data/hydrated/stats.json"  # hydrate's token-length percentiles per split
+
+
+def fitted_max_new_tokens(configured: int | None, hydrated_stats: dict) -> int:
+    """eval.max_new_tokens, or where it is null the longest training answer in tokens (EOS
+    included: an answer that long still ends with EOS), at most MAX_NEW_TOKENS_CAP."""
+    if configured is not None:
+        return configured
+    return max(1, min(hydrated_stats["train"]["tokens"]["answer"]["max"], MAX_NEW_TOKENS_CAP))
 
 
 def _length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ift.config import ModelConfig, TinyModelConfig, as_dict
+from ift.config import ModelConfig, TinyModelConfig, as_dict, looks_like_a_path
 from ift.errors import UserError
 
 if TYPE_CHECKING:
@@ -140,11 +140,6 @@ def custom_code_refused(source: str) -> Iterator[None]:
             raise
         raise UserError(f"{source}: the model runs code of its own; if you trust it, set model.trust_remote_code=true "
                         "(`dvc exp run -S model.trust_remote_code=true`)") from exc
-
-
-def looks_like_a_path(name: str) -> bool:
-    """A name that can only be a local path: it starts with ./, ../, / or ~ (Hub ids are "org/name")."""
-    return name.startswith(("./", "../", "/", "~", ".\\")) or name in (".", "..")
 
 
 def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrainedModel, dict]:

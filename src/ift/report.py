@@ -6,7 +6,16 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ift.errors import UserError
-from ift.statistics import CONFIDENCE, EVAL_METRICS, RESAMPLES, estimate, paired_difference, score_arrays
+from ift.statistics import (
+    CONFIDENCE,
+    EVAL_METRICS,
+    RESAMPLES,
+    Z95,
+    estimate,
+    paired_difference,
+    score_arrays,
+    stderr_key,
+)
 
 # Metrics where higher is better; the rest (loss, perplexity) are better lower.
 HIGHER_IS_BETTER = ("exact_match", "token_f1", "rouge_l", "bleu")
@@ -117,9 +126,15 @@ def comparison_markdown(
 
 
 def comparison_plot_rows(baseline: dict, tuned: dict) -> list[dict]:
-    """Rows for the grouped bar plot declared in dvc.yaml (one bar per metric and model)."""
-    return [{"metric": f"{key} ({name})", "value": round(float(metrics[key]), 6)}
-            for key in PLOTTED for name, metrics in (("baseline", baseline), ("tuned", tuned))]
+    """Rows for the bar plot declared in dvc.yaml: per metric and model its value and 95%
+    interval (the plotted metrics are means, so value +- z x stderr, as in comparison.md)."""
+    rows = []
+    for key in PLOTTED:
+        for model, metrics in (("baseline", baseline), ("tuned", tuned)):
+            value, half = float(metrics[key]), float(Z95) * float(metrics.get(stderr_key(key), 0.0))
+            rows.append({"metric": key, "model": model, "value": round(value, 6),
+                         "low": round(value - half, 6), "high": round(value + half, 6)})
+    return rows
 
 
 def model_card(base: dict, data: dict, train_params: dict, seed: int, training: dict) -> str:
