@@ -11,14 +11,14 @@ import logging
 import shutil
 from pathlib import Path
 
-from ift.config import data_seed, load_params
+from ift.config import PARAMS_FILE, data_seed, load_params
 from ift.data import load_splits, require_usable
 from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
 from ift.io import atomic_dir, write_json, write_jsonl
 from ift.modeling import fetch_base_model, save_model
 from ift.prompts import hydrate
-from ift.training import compute_dtype, encode_rows, pretraining_config
+from ift.training import check_trainer_choices, compute_dtype, encode_rows, pretraining_config
 
 log = logging.getLogger("ift.fetch")
 WORK_DIR = Path(".checkpoints/fetch")  # the trainer's scratch dir while pretraining model=tiny
@@ -31,7 +31,8 @@ def main() -> None:
     parser.add_argument("model_dir")
     parser.add_argument("--environment", type=Path, required=True, help="where to record what decides float rounding")
     args = parser.parse_args()
-    params = load_params()
+    params = load_params()  # the whole file: a typo in any section stops the first stage that runs
+    check_trainer_choices(params.train, PARAMS_FILE)  # here too, so a fresh clone fails before any output
 
     splits, data_meta = load_splits(params.data, data_seed(params))
     # Refuse unusable data here, in the first stage, so that a bad input leaves dvc.lock as it was.

@@ -48,6 +48,27 @@ def test_dvc_repro_builds_everything_then_does_nothing(repo_copy):
     assert "Data and pipelines are up to date" in second
 
 
+def test_plots_render_offline_with_a_colour_and_an_interval_per_model(repo_copy):
+    import vl_convert
+
+    from ift.plots_page import VEGA_LITE_VERSION
+    from tests.test_plots_page import EXTERNAL_LOAD
+
+    run(["dvc", "plots", "show", "-o", "dvc_plots"], repo_copy)
+    page = (repo_copy / "dvc_plots/index.html").read_text(encoding="utf-8")
+    assert not EXTERNAL_LOAD.search(page) and "window.vegaEmbed" in page and page.count("vegaEmbed('#") == 2
+    shown = subprocess.run(["dvc", "plots", "show", "--json"], cwd=repo_copy, env=user_env(), capture_output=True,
+                           text=True, check=True)
+    plots = {name: plot["content"] for name, (plot,) in json.loads(shown.stdout)["data"].items()}
+    assert set(plots) == {"Training loss", "Baseline vs tuned"}
+    # vl-convert runs the same vega libraries the page inlines (no browser on these machines)
+    svgs = {name: vl_convert.vegalite_to_svg(spec, vl_version=VEGA_LITE_VERSION) for name, spec in plots.items()}
+    assert 'aria-roledescription="line mark"' in svgs["Training loss"]
+    bars = svgs["Baseline vs tuned"]
+    assert 'fill="#e45756"' in bars and 'fill="#4c78a8"' in bars  # baseline and tuned in their own colours
+    assert bars.count('aria-roledescription="rule mark"') == 6  # a 95% interval per metric and model
+
+
 def test_train_killed_after_a_checkpoint_resumes_to_the_same_model(repo_copy):
     """SIGKILL the train stage after its first checkpoint; the next `dvc repro` resumes and
     finishes with the same weights as the uninterrupted run."""
@@ -147,24 +168,3 @@ def test_a_typo_in_a_key_fails_the_first_stage_to_run_and_leaves_dvc_lock(repo_c
     assert failed.returncode != 0
     assert "train.learnign_rate" in failed.stderr + failed.stdout
     assert (repo_copy / "dvc.lock").read_bytes() == lock
-
-
-def test_plots_render_offline_with_a_colour_and_an_interval_per_model(repo_copy):
-    import vl_convert
-
-    from ift.plots_page import VEGA_LITE_VERSION
-    from tests.test_plots_page import EXTERNAL_LOAD
-
-    run(["dvc", "plots", "show", "-o", "dvc_plots"], repo_copy)
-    page = (repo_copy / "dvc_plots/index.html").read_text(encoding="utf-8")
-    assert not EXTERNAL_LOAD.search(page) and "window.vegaEmbed" in page and page.count("vegaEmbed('#") == 2
-    shown = subprocess.run(["dvc", "plots", "show", "--json"], cwd=repo_copy, env=user_env(), capture_output=True,
-                           text=True, check=True)
-    plots = {name: plot["content"] for name, (plot,) in json.loads(shown.stdout)["data"].items()}
-    assert set(plots) == {"Training loss", "Baseline vs tuned"}
-    # vl-convert runs the same vega libraries the page inlines (no browser on these machines)
-    svgs = {name: vl_convert.vegalite_to_svg(spec, vl_version=VEGA_LITE_VERSION) for name, spec in plots.items()}
-    assert 'aria-roledescription="line mark"' in svgs["Training loss"]
-    bars = svgs["Baseline vs tuned"]
-    assert 'fill="#e45756"' in bars and 'fill="#4c78a8"' in bars  # baseline and tuned in their own colours
-    assert bars.count('aria-roledescription="rule mark"') == 6  # a 95% interval per metric and model
