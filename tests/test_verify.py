@@ -223,7 +223,7 @@ def test_stale_reasons_name_params_changed_in_conf_and_recomposed(tmp_path):
     copy_repo(repo)
     assert stale_reasons(repo) == []
     preset = repo / "conf/eval/default.yaml"
-    preset.write_text(preset.read_text().replace("max_new_tokens: 32", "max_new_tokens: 7"))
+    preset.write_text(preset.read_text().replace("max_new_tokens: null", "max_new_tokens: 7"))
     write_params([], repo / "params.yaml", repo / "conf")
     assert stale_reasons(repo) == ["baseline_eval: changed params ['eval']", "tuned_eval: changed params ['eval']"]
 
