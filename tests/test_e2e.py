@@ -168,3 +168,23 @@ def test_a_typo_in_a_key_fails_the_first_stage_to_run_and_leaves_dvc_lock(repo_c
     assert failed.returncode != 0
     assert "train.learnign_rate" in failed.stderr + failed.stdout
     assert (repo_copy / "dvc.lock").read_bytes() == lock
+
+
+def test_a_dvc_added_data_file_works_in_a_queued_experiment(tmp_path):
+    """Queued experiments run in a copy with tracked files only: the README's way (dvc add) works there."""
+    repo = copy_repo(tmp_path)
+    rows = ["question,answer"] + [f"What is {i} plus one?,{i + 1}" for i in range(60)]
+    (repo / "qa.csv").write_text("\n".join(rows) + "\n")
+    run(["dvc", "add", "qa.csv"], repo)
+    run(["git", "add", "qa.csv.dvc", ".gitignore"], repo)
+    run(["git", "commit", "-qm", "data"], repo)
+    run(["dvc", "exp", "run", "--queue", "-S", "data=local", "-S", "data.path=qa.csv",
+         "-S", "data.fields.instruction=question", "-S", "data.fields.input=null", "-S", "data.fields.output=answer",
+         "-S", "model.tiny.pretrain_steps=20", "-S", "train.max_steps=3"], repo)
+    run(["dvc", "exp", "run", "--run-all"], repo)  # runs the queue, as `dvc queue start` does, and waits
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=user_env(), capture_output=True,
+                           text=True, check=True)
+    experiments = [exp for row in json.loads(shown.stdout) for exp in (row.get("experiments") or [])]
+    done = [rev["data"] for exp in experiments for rev in exp["revs"]]
+    assert [d["params"]["params.yaml"]["data"]["data"]["path"] for d in done] == ["qa.csv"]
+    assert done[0]["metrics"]["reports/tuned/metrics.json"]["data"]["n_examples"] == 6  # 60 rows, test_size 0.1
