@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import copy_repo, run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 GOOD = [{"instruction": f"Say {i}", "input": "", "output": f"{i}"} for i in range(20)]
 

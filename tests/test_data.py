@@ -161,6 +161,7 @@ def test_hub_source_pins_the_revision_streams_a_limit_and_reads_splits(tmp_path,
         assert [split for split, _, _ in calls] == ["train"]
 
 
+@pytest.mark.slow
 def test_the_tiny_models_corpus_and_tokenizer_follow_the_data_seed(tmp_path):
     from ift import demo
     from ift.config import ModelConfig, Params, TinyModelConfig, data_seed

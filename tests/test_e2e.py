@@ -9,7 +9,7 @@ import pytest
 from ift.evaluation import METRIC_KEYS
 from tests.conftest import copy_repo, run, user_env
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

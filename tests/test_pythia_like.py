@@ -148,6 +148,7 @@ def test_a_leftover_auto_map_for_a_built_in_model_type_needs_no_trust(tmp_path):
     assert type(load_model(directory)).__name__ == "GPTNeoXForCausalLM"
 
 
+@pytest.mark.slow
 def test_the_stages_and_ift_ask_pass_on_the_consent_in_params_yaml(tmp_path, monkeypatch):
     import json
     import subprocess

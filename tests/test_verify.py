@@ -159,6 +159,7 @@ def _git_repo(root, files):
     commit_all(root, "files")
 
 
+@pytest.mark.slow
 def test_the_rebuild_imports_the_copys_own_code_not_the_checkouts(tmp_path):
     repo, copy = tmp_path / "repo", tmp_path / "copy"
     repo.mkdir(), copy.mkdir()
@@ -169,6 +170,7 @@ def test_the_rebuild_imports_the_copys_own_code_not_the_checkouts(tmp_path):
     assert out == ["committed", str(copy / "src/ift/__init__.py")]
 
 
+@pytest.mark.slow
 def test_stale_reasons_name_a_changed_dependency(tmp_path):
     import shutil
 
@@ -198,6 +200,7 @@ def test_bench_refuses_uncommitted_measured_code(tmp_path, monkeypatch):
             refuse_uncommitted(where)
 
 
+@pytest.mark.slow
 def test_verify_refuses_a_stale_lock_before_rebuilding(tmp_path):
     from ift.verify import rebuild
     from tests.conftest import copy_repo
@@ -214,6 +217,7 @@ def test_verify_refuses_a_stale_lock_before_rebuilding(tmp_path):
         rebuild(repo, tmp_path / "w", tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_stale_reasons_name_params_changed_in_conf_and_recomposed(tmp_path):
     from ift.config import write_params
     from tests.conftest import copy_repo
