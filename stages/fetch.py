@@ -2,8 +2,8 @@
 
     python stages/fetch.py data/raw models/base --environment reports/environment/fetch.json
 
-Reads params: seed, model, data, and train.max_length (to refuse data whose examples are
-all too long now, before any stage succeeds). The only stage that may use the network.
+Reads params: seed, model, data (and validates the whole params.yaml). The only stage that
+may use the network.
 """
 
 import argparse
@@ -11,14 +11,13 @@ import logging
 import shutil
 from pathlib import Path
 
-from ift.config import PARAMS_FILE, data_seed, load_params
+from ift.config import PARAMS_FILE, check_trainer_choices, data_seed, load_params
 from ift.data import load_splits, require_usable
 from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
 from ift.io import atomic_dir, write_json, write_jsonl
 from ift.modeling import fetch_base_model, save_model
-from ift.prompts import hydrate
-from ift.training import check_trainer_choices, compute_dtype, encode_rows, pretraining_config
+from ift.tiny import PRETRAINING_DTYPE
 
 log = logging.getLogger("ift.fetch")
 WORK_DIR = Path(".checkpoints/fetch")  # the trainer's scratch dir while pretraining model=tiny
@@ -41,7 +40,6 @@ def main() -> None:
     model, tokenizer, model_meta = fetch_base_model(params.model, usable["train"], params.seed, WORK_DIR,
                                                     corpus_seed=data_seed(params))
     shutil.rmtree(WORK_DIR, ignore_errors=True)
-    encode_rows([hydrate(r) for r in usable["train"]], tokenizer, params.train.max_length, "the training split")
 
     # Both outputs appear together, or neither: a failure leaves the previous ones in place.
     with atomic_dir(args.data_dir) as data_tmp, atomic_dir(args.model_dir) as model_tmp:
@@ -50,9 +48,8 @@ def main() -> None:
         write_json(data_tmp / "metadata.json", data_meta)
         save_model(model, tokenizer, model_tmp)
         write_json(model_tmp / "metadata.json", model_meta)
-    arch = params.model.tiny
     # The dtype of the tiny model's pretraining; a Hub or local model is only loaded here.
-    write_json(args.environment, fingerprint(compute_dtype(pretraining_config(arch)) if arch else "none (loaded)"))
+    write_json(args.environment, fingerprint(PRETRAINING_DTYPE if params.model.tiny else "none (loaded)"))
     log.info("fetched %s (%s) and model %s (%d parameters)", data_meta.get("name", data_meta["source"]),
              data_meta["counts"], model_meta["name_or_path"], model_meta["parameters"])
 

@@ -13,14 +13,16 @@ import logging
 import shutil
 from pathlib import Path
 
-from ift.config import PARAMS_FILE, as_dict, load_params
+from ift.config import PARAMS_FILE, as_dict, check_trainer_choices, load_params
 from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 from ift.modeling import load_model, load_tokenizer, save_model
 from ift.report import model_card
-from ift.training import build_dataset, check_trainer_choices, compute_dtype, finetune, run_key
+from ift.tokenization import build_dataset
+from ift.trainer import compute_dtype
+from ift.training import finetune, run_key
 
 log = logging.getLogger("ift.train")
 # Checkpoints live outside DVC's outputs (so the run cache still works), keyed by the

@@ -25,7 +25,7 @@ TEXTS = [
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from ift.modeling import build_tiny_tokenizer
+    from ift.tiny import build_tiny_tokenizer
 
     return build_tiny_tokenizer(TEXTS, vocab_size=300)
 
@@ -33,7 +33,7 @@ def tiny_tokenizer():
 @pytest.fixture()
 def tiny_model(tiny_tokenizer):
     from ift.config import TinyModelConfig
-    from ift.modeling import build_tiny_model
+    from ift.tiny import build_tiny_model
 
     arch = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                            intermediate_size=64, max_position_embeddings=256)
@@ -57,13 +57,16 @@ def sharpen(model) -> None:
 
 def train_batch(model, tokenizer, padding_free: bool, work_dir: Path, attn_implementation: str = "sdpa",
                 **train_overrides):
-    """The pipeline's trainer over TRAIN_ROWS and all of them collated as one batch; model in eval mode."""
+    """The pipeline's trainer over TRAIN_ROWS and all of them collated as one batch; model in eval mode.
+    Rows are padded no further than needed unless `pad_to_multiple_of` is given."""
     from ift.config import TrainConfig
-    from ift.training import build_dataset, make_trainer
+    from ift.tokenization import build_dataset
+    from ift.trainer import make_trainer
 
     dataset, _ = build_dataset(TRAIN_ROWS, tokenizer, max_length=256, source="rows")
     cfg = TrainConfig(per_device_train_batch_size=len(TRAIN_ROWS), padding_free=padding_free, max_steps=1,
-                      bf16=False, attn_implementation=attn_implementation, **train_overrides)
+                      bf16=False, attn_implementation=attn_implementation,
+                      **{"pad_to_multiple_of": None, **train_overrides})
     trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(TRAIN_ROWS))])
     model.eval()

@@ -4,7 +4,7 @@ match the plain computation: the model's own loss, and the entropy of the full l
 import pytest
 import torch
 
-from ift.modeling import IGNORE_INDEX
+from ift.tokenization import IGNORE_INDEX
 from tests.conftest import sharpen, train_batch
 
 

@@ -3,9 +3,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ift.config import NO_LOCAL_INPUT, Params, compose, load_params, to_yaml, validate, write_params
+from ift.config import (
+    NO_LOCAL_INPUT,
+    Params,
+    check_trainer_choices,
+    compose,
+    load_params,
+    to_yaml,
+    validate,
+    write_params,
+)
 from ift.errors import UserError
-from ift.training import check_trainer_choices
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -67,6 +75,18 @@ def test_a_local_input_dvc_would_not_track_fails_and_names_the_fix(overrides, ke
     with pytest.raises(UserError, match="not a DVC dependency") as exc:
         validate(compose(overrides, CONF))
     assert key in str(exc.value)
+
+
+def test_the_schemas_defaults_are_the_default_presets():
+    """One source of defaults: conf/'s default composition and the dataclasses cannot disagree."""
+    assert validate(compose([], CONF)) == Params()
+
+
+@pytest.mark.parametrize("name", [n for n in presets("train") if n != "default"])
+def test_size_presets_override_train_default_instead_of_copying_it(name):
+    preset = yaml.safe_load((CONF / "train" / f"{name}.yaml").read_text())
+    assert preset["defaults"] == ["default", "_self_"]
+    assert len(preset) <= 6, "only what differs from train/default"
 
 
 def test_committed_params_equal_the_composition_of_conf():

@@ -126,7 +126,7 @@ def test_split_is_seeded_and_disjoint():
 
 
 def test_demo_splits_hold_unseen_inputs():
-    splits, meta = load_splits(DataConfig(source="demo", demo=DemoConfig(num_examples=500)), seed=1)
+    splits, meta = load_splits(DataConfig(source="demo", demo=DemoConfig(num_examples=500), test_size=0.1), seed=1)
     assert meta["counts"] == {"train": 450, "test": 50}
     keys = lambda rows: {(r["instruction"], r["input"]) for r in rows}  # noqa: E731
     assert not keys(splits["train"]) & keys(splits["test"])
@@ -150,7 +150,8 @@ def test_hub_source_pins_the_revision_streams_a_limit_and_reads_splits(tmp_path,
 
     monkeypatch.setattr(ift.hub, "resolve_revision", lambda repo_id, kind, revision: "c0ffee")
     monkeypatch.setattr(datasets, "load_dataset", local_load_dataset)
-    cfg = DataConfig(source="hub", name="someone/qa", revision="main", test_split=test_split, limit=limit)
+    cfg = DataConfig(source="hub", name="someone/qa", revision="main", test_split=test_split, limit=limit,
+                     test_size=0.1, demo=None)
     splits, meta = load_splits(cfg, seed=0)
     assert meta["resolved_revision"] == "c0ffee"
     assert all(revision == "c0ffee" and streaming == (limit is not None) for _, revision, streaming in calls)

@@ -8,8 +8,8 @@ import pytest
 
 from ift.config import TrainConfig
 from ift.evaluation import IGNORE_INDEX
-from ift.modeling import encode_example
-from ift.training import build_dataset, sft_config
+from ift.tokenization import build_dataset, encode_example
+from ift.trainer import sft_config
 
 ROWS = [
     {"input": "### Instruction:\nReverse the order of the words.\n\n### Response:", "output": "red dog cat"},

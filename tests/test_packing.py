@@ -51,7 +51,7 @@ def test_padded_batches_are_padded_to_the_multiple_by_trl(tiny_tokenizer, tiny_m
 def test_packing_without_boundaries_would_differ(tiny_tokenizer, tiny_model):
     """The check above can fail: the same packed row without restarting positions (so one
     long sequence, attention across examples) gives a different loss."""
-    from ift.modeling import encode_example
+    from ift.tokenization import encode_example
 
     examples = [encode_example(r["input"], r["output"], tiny_tokenizer) for r in TRAIN_ROWS]
     ids = torch.tensor([sum((e["input_ids"] for e in examples), [])])

@@ -3,8 +3,8 @@
 import torch
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from ift.modeling import IGNORE_INDEX
 from ift.packing import PackedRowPadding, pad_examples
+from ift.tokenization import IGNORE_INDEX
 
 
 def test_pad_examples_are_unlabelled_and_no_longer_than_the_longest_example():

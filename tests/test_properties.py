@@ -3,9 +3,8 @@
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ift.evaluation import IGNORE_INDEX
-from ift.modeling import encode_example
 from ift.prompts import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, format_prompt, hydrate
+from ift.tokenization import IGNORE_INDEX, encode_example
 
 texts = st.text(max_size=2000)  # any unicode, braces, template text, empty
 

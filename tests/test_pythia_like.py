@@ -8,8 +8,9 @@ import pytest
 
 from ift.config import ModelConfig, TrainConfig
 from ift.errors import UserError
-from ift.modeling import ADDED_PAD_TOKEN, PAD_TOKEN, fetch_base_model, load_model, load_tokenizer, save_model
-from ift.training import build_dataset, finetune
+from ift.modeling import fetch_base_model, load_model, load_tokenizer, save_model
+from ift.tokenization import ADDED_PAD_TOKEN, PAD_TOKEN, build_dataset
+from ift.training import finetune
 from tests.conftest import TEXTS
 
 

@@ -25,7 +25,7 @@ def test_run_key_changes_with_params_inputs_and_code_only(tmp_path):
 def test_training_progress_is_one_labelled_line_per_log():
     from types import SimpleNamespace
 
-    from ift.training import ReadableProgressCallback
+    from ift.progress import ReadableProgressCallback
 
     callback, lines = ReadableProgressCallback("finetuning"), []
     callback.training_bar = SimpleNamespace(write=lines.append)

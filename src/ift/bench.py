@@ -211,7 +211,7 @@ class _StepClock:
 def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2) -> dict[str, Any]:
     """Our train step on the pythia-70m shape: non-padding tokens/s, model FLOP/s and MFU."""
     from ift.modeling import bf16_supported, pick_device
-    from ift.training import make_trainer
+    from ift.trainer import make_trainer
 
     model = pythia_70m_shaped_model().train()
     examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
@@ -240,7 +240,7 @@ def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2) ->
 
 def _step_seconds(model, tokenizer, dataset, cfg: TrainConfig, steps: int, trainer_class=None) -> float:
     """Mean seconds per optimizer step after one warm-up step."""
-    from ift.training import make_trainer
+    from ift.trainer import make_trainer
 
     clock = _StepClock(1)
     with tempfile.TemporaryDirectory(prefix="ift-bench-lever-") as work_dir:
@@ -566,7 +566,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
     from ift.config import compose, validate
     from ift.io import read_jsonl, write_json, write_text
     from ift.modeling import load_model, load_tokenizer
-    from ift.training import make_trainer
+    from ift.trainer import make_trainer
     from ift.verify import export_head
 
     refuse_uncommitted(repo)
@@ -634,6 +634,6 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
 
 def _demo_dataset(copy: Path, tokenizer, max_length: int):
     from ift.io import read_jsonl
-    from ift.training import build_dataset
+    from ift.tokenization import build_dataset
 
     return build_dataset(read_jsonl(copy / "data/hydrated/train.jsonl"), tokenizer, max_length, "demo")[0]

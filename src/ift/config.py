@@ -28,6 +28,7 @@ DATA_SOURCES = ("demo", "hub", "local")
 # DVC cannot template an empty dependency: this file, which never changes, stands in for
 # inputs.data / inputs.model where nothing local is read (InputsConfig).
 NO_LOCAL_INPUT = "conf/no_local_input.txt"
+TINY_NAME = "tiny"  # model.name_or_path of the built-in offline model (ift.tiny)
 MAX_NEW_TOKENS_CAP = 512  # eval.max_new_tokens=null fits the data, up to this many tokens
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "packed_eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
@@ -55,7 +56,7 @@ class ModelConfig:
     name_or_path: str = "tiny"  # "tiny", a Hugging Face Hub id, or a local directory
     revision: str | None = None  # a Hub branch, tag or commit; pinned in the presets
     trust_remote_code: bool = False
-    tiny: TinyModelConfig | None = None  # only for name_or_path=tiny
+    tiny: TinyModelConfig | None = field(default_factory=TinyModelConfig)  # null unless name_or_path=tiny
 
 
 @dataclass
@@ -69,21 +70,23 @@ class FieldsConfig:
 
 @dataclass
 class DemoConfig:
-    num_examples: int = 4000
+    num_examples: int = 5600
 
 
 @dataclass
 class DataConfig:
     source: str = "demo"  # demo | hub | local
-    name: str | None = None  # Hub dataset id (source=hub)
+    name: str | None = "demo"  # Hub dataset id (source=hub)
     revision: str | None = None  # Hub dataset revision (source=hub)
     path: str | None = None  # file or save_to_disk directory (source=local)
     train_split: str = "train"
     test_split: str | None = None  # None: split train_split with test_size
     fields: FieldsConfig = field(default_factory=FieldsConfig)
-    test_size: float = 0.1  # a fraction of the rows (0 < x < 1) or, from 1 up, a number of rows
+    # A fraction of the rows (0 < x < 1) or, from 1 up, a number of rows. The demo's 2,000 put
+    # exact match's standard error at or below 0.01 (sqrt(0.5 x 0.5 / 2000) = 0.011 at worst).
+    test_size: float = 2000
     limit: int | None = None  # take only the first N rows (streamed from the Hub)
-    demo: DemoConfig | None = None
+    demo: DemoConfig | None = field(default_factory=DemoConfig)  # null unless source=demo
     # Seeds what is data: the demo examples, the train/test split, the tiny model's pretraining
     # corpus (ift.config.data_seed); null: the top-level seed. `ift spread` holds it while
     # varying `seed`, so that only the path of training changes, as in another environment.
@@ -118,7 +121,7 @@ class TrainConfig:
     bf16: bool | None = None  # None: bf16 autocast where the CPU/GPU has native support
     logging_steps: int = 10
     save_steps: int = 100  # checkpoint every N steps, to resume a killed run; 0: never
-    optim: str = "adamw_torch_fused"  # the usual choice on GPUs; mixed on CPU (ift bench --levers)
+    optim: str = "adamw_torch_fused"  # the usual choice on GPUs (on CPU: ift bench --levers)
     # Pack each batch into one row: no padding between examples (tests/test_packing.py proves
     # no attention crosses examples). On CPU, transformers' sdpa and eager attention compute
     # the whole packed row; attn_implementation="packed_eager" computes each example alone
@@ -127,7 +130,7 @@ class TrainConfig:
     # Pad each batch to a multiple of this many tokens (null: no more than needed). A packed
     # row gets whole pad examples (ift.packing): few distinct row lengths, so few matmul
     # shapes, each of which costs set-up time on CPU the first time a process meets it.
-    pad_to_multiple_of: int | None = None
+    pad_to_multiple_of: int | None = 64
     # "group_by_length" cuts padding without packing, but on the demo data length nearly
     # determines the task, so its batches are single-task and exact match drops (README).
     train_sampling_strategy: str = "random"
@@ -135,7 +138,7 @@ class TrainConfig:
     # (PyTorch's fused kernels) or "eager" (plain matmul + softmax), or ours, "packed_eager"
     # (ift.attention: plain attention within each packed example, for CPUs). Not saved with
     # the model: eval and `ift ask` load it with transformers' default (sdpa where available).
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "packed_eager"
 
 
 @dataclass
@@ -213,9 +216,31 @@ def _check_ranges(params: Params, source: str) -> None:
     if params.data.source == "demo" and params.data.demo is None:
         raise UserError(f"{source}: data.source=demo needs data.demo.num_examples")
     _check_inputs(params, source)
-    if params.model.name_or_path == "tiny" and params.model.tiny is None:
+    if params.model.name_or_path == TINY_NAME and params.model.tiny is None:
         raise UserError(f"{source}: model.name_or_path=tiny needs the model.tiny section "
                         "(select it with model=tiny)")
+
+
+def check_trainer_choices(cfg: TrainConfig, source: str) -> None:
+    """The train.* values that name a transformers choice, against transformers' own lists.
+
+    Apart from validate(), which stays free of transformers' slow import; fetch and train call
+    it. Otherwise a typo fails deep inside the Trainer without the key's name, or, for
+    train_sampling_strategy, falls back to random batches.
+    """
+    import dataclasses
+
+    from transformers import TrainingArguments
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    strategies = next(f for f in dataclasses.fields(TrainingArguments)
+                      if f.name == "train_sampling_strategy").metadata["choices"]
+    for key, value, allowed in (("optim", cfg.optim, [o.value for o in OptimizerNames]),
+                                ("lr_scheduler_type", cfg.lr_scheduler_type, [s.value for s in SchedulerType]),
+                                ("train_sampling_strategy", cfg.train_sampling_strategy, strategies)):
+        if value not in allowed:
+            raise bad_value(source, f"train.{key}", value, f"must be one of {', '.join(allowed)}")
 
 
 def looks_like_a_path(name: str) -> bool:
@@ -225,7 +250,7 @@ def looks_like_a_path(name: str) -> bool:
 
 def is_local_path(name: str) -> bool:
     """A model name that means a local directory: path-like, or a path that exists here (not "tiny")."""
-    return looks_like_a_path(name) or (name != "tiny" and Path(name).expanduser().exists())
+    return looks_like_a_path(name) or (name != TINY_NAME and Path(name).expanduser().exists())
 
 
 def _check_inputs(params: Params, source: str) -> None:

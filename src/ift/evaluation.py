@@ -12,8 +12,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ift.config import MAX_NEW_TOKENS_CAP
-from ift.modeling import IGNORE_INDEX, encode_example
 from ift.statistics import EVAL_METRICS, metric_value, score_arrays, stderr_key, with_stderrs
+from ift.tokenization import IGNORE_INDEX, encode_example
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ift.modeling import IGNORE_INDEX
+from ift.tokenization import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling

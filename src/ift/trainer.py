@@ -1,0 +1,182 @@
+"""The pipeline's trainer: TRL's SFTTrainer with our loss, configured from the train section."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from transformers.trainer_callback import ProgressCallback
+from trl import SFTTrainer
+
+from ift.config import TrainConfig
+from ift.modeling import bf16_supported, pick_device
+from ift.packing import PackedRowPadding
+from ift.progress import ReadableProgressCallback
+from ift.tokenization import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def uses_bf16(cfg: TrainConfig) -> bool:
+    """Whether training runs under bf16 autocast (train.bf16; null: where the device has it natively)."""
+    return bf16_supported(pick_device()) if cfg.bf16 is None else cfg.bf16
+
+
+def compute_dtype(cfg: TrainConfig) -> str:
+    """The training's compute dtype, as the environment record names it."""
+    return "bfloat16 autocast" if uses_bf16(cfg) else "float32"
+
+
+def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int) -> Any:
+    """TRL SFTConfig from our train section (TRL takes warmup_steps, not warmup_ratio)."""
+    from trl import SFTConfig
+
+    device = pick_device()
+    use_bf16 = uses_bf16(cfg)
+    examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(num_examples / examples_per_step)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.num_train_epochs)
+    return SFTConfig(
+        output_dir=str(output_dir),
+        seed=seed,
+        data_seed=seed,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        warmup_steps=round(cfg.warmup_ratio * total_steps),
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        # build_dataset drops examples longer than cfg.max_length (and counts them), so TRL has
+        # nothing to truncate; it also refuses max_length together with padding_free.
+        max_length=None,
+        completion_only_loss=cfg.completion_only_loss,
+        padding_free=cfg.padding_free,
+        # Packed rows are padded by ift.packing instead (make_trainer): TRL pads them token by token.
+        pad_to_multiple_of=None if cfg.padding_free else cfg.pad_to_multiple_of,
+        optim=cfg.optim,
+        train_sampling_strategy=cfg.train_sampling_strategy,
+        bf16=use_bf16,
+        use_cpu=device.type == "cpu",
+        # Recomputing activations only saves memory, which small models do not need
+        # (TRL turns it on by default).
+        activation_checkpointing=False,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=cfg.save_steps or 500,  # (unused when save_strategy="no")
+        save_total_limit=2,  # the last complete checkpoint survives a kill during the next save
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+
+
+class AnswerOnlyHeadSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer with a loss that runs the LM head only at labelled positions, plainly.
+
+    Written by hand because TRL's own way (its tiled "fused LM head", made for GPUs) dominated
+    every training step on CPU (`ift bench --levers`). The computation is the same: logits only
+    where the next token has a label, the summed negative log-likelihood over the number of
+    labelled tokens in the accumulated batch, and the same logged entropy and token accuracy
+    (tests/test_answer_loss.py, tests/test_packing.py).
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if model.training else "eval"
+        labels = inputs["labels"][:, 1:]
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        # accelerate applies mixed precision by wrapping model.forward, which this bypasses.
+        with self.accelerator.autocast():
+            hidden = model.base_model(**model_inputs, use_cache=False).last_hidden_state[:, :-1]
+            labelled = labels != IGNORE_INDEX
+            logits = model.get_output_embeddings()(hidden[labelled]).float()
+        targets = labels[labelled]
+        count = labelled.sum() if num_items_in_batch is None else num_items_in_batch
+        # cross_entropy is nll_loss(log_softmax): computed apart, the log-probabilities also
+        # serve the logged entropy, and the vocabulary-wide softmax runs once, not twice.
+        log_probs = logits.log_softmax(-1)
+        loss = F.nll_loss(log_probs, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
+        with torch.no_grad():
+            n = max(int(labelled.sum()), 1)
+            self._metrics[mode]["entropy"].append(float(-(log_probs.exp() * log_probs).sum(-1).sum()) / n)
+            self._metrics[mode]["mean_token_accuracy"].append(float((logits.argmax(-1) == targets).sum()) / n)
+        return (loss, None) if return_outputs else loss
+
+
+def make_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    callbacks: list | None = None,
+    desc: str = "training",
+) -> Any:
+    """The pipeline's TRL SFTTrainer (also what `ift bench` times); `desc` labels its progress bar."""
+    from transformers import set_seed
+
+    # Same inputs, same machine -> same weights: seeds everywhere, and on GPUs deterministic
+    # kernels wherever torch has them (warn_only: some ops have none). The CPU kernels are
+    # deterministic already, and the switch only slows them down.
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    set_seed(seed)
+    import ift.attention  # noqa: F401  (registers the packed_eager attention with transformers)
+
+    model.set_attn_implementation(cfg.attn_implementation)  # a runtime choice: not saved with the model
+    trainer = AnswerOnlyHeadSFTTrainer(
+        model=model,
+        args=sft_config(cfg, seed, work_dir, len(dataset)),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks or [],
+    )
+    if cfg.padding_free and cfg.pad_to_multiple_of:
+        trainer.data_collator = PackedRowPadding(trainer.data_collator, cfg.pad_to_multiple_of)
+    if trainer.pop_callback(ProgressCallback) is not None:  # (none when tqdm is off)
+        trainer.add_callback(ReadableProgressCallback(desc))
+    return trainer
+
+
+def run_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    callbacks: list | None = None,
+    resume_from: Path | None = None,
+    desc: str = "finetuning",
+) -> dict[str, float]:
+    """Train `model` in place; return the last logged loss and the step count."""
+    trainer = make_trainer(model, tokenizer, dataset, cfg, seed, work_dir, callbacks, desc)
+    if resume_from is not None:
+        _restore_weights(model, resume_from)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {"final_loss": losses[-1] if losses else float("nan"), "global_step": result.global_step}
+
+
+def _restore_weights(model: PreTrainedModel, checkpoint: Path) -> None:
+    """Load a checkpoint's weights into `model`, through from_pretrained's key mapping.
+
+    transformers 5 saves GPT-NeoX's `lm_head.weight` as `embed_out.weight`, and the
+    Trainer's own resume (a non-strict load_state_dict) silently skips it, so a resumed run
+    would continue with the base model's output layer. from_pretrained maps the names.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dtype = next(model.parameters()).dtype
+    restored = AutoModelForCausalLM.from_pretrained(str(checkpoint), use_safetensors=True, dtype=dtype)
+    model.load_state_dict(restored.state_dict(), strict=True)  # strict: every weight, or an error
