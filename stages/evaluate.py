@@ -20,7 +20,8 @@ from pathlib import Path
 from ift.config import load_params
 from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
-from ift.evaluation import evaluate, fitted_max_new_tokens
+from ift.evaluation import evaluate
+from ift.generation import fitted_max_new_tokens
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from ift.modeling import load_model, load_tokenizer

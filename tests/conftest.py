@@ -1,26 +1,14 @@
 """Shared fixtures: a tiny tokenizer and model built offline (no Hub access, ever)."""
 
 import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from ift.verify import commit_all
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import TEXTS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
-
-TEXTS = [
-    "Below is an instruction that describes a task. ### Instruction: ### Input: ### Response:",
-    "Reverse the order of the words. cat dog red fig kiwi pear apple",
-    "What is 2 plus one? 3 4 5 6 7 8 9 10 {braces} é ü 日本",
-] * 20
 
 
 @pytest.fixture(scope="session")
@@ -38,72 +26,3 @@ def tiny_model(tiny_tokenizer):
     arch = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                            intermediate_size=64, max_position_embeddings=256)
     return build_tiny_model(arch, tiny_tokenizer, seed=0)
-
-
-# Prompt/answer rows of differing lengths, for train-step tests.
-TRAIN_ROWS = [{"input": f"### Instruction:\n{'word ' * n}\n\n### Response:", "output": "cat dog" * (n % 3 + 1)}
-              for n in (3, 11, 6, 19, 1, 8)]
-
-
-def sharpen(model) -> None:
-    """Scale a random model's weights so it predicts far from uniformly (attention too): a wrong
-    mask or a wrong loss then moves the numbers by far more than a test's tolerance."""
-    import torch
-
-    with torch.no_grad():
-        for weight in model.parameters():
-            weight.mul_(8)
-
-
-def train_batch(model, tokenizer, padding_free: bool, work_dir: Path, attn_implementation: str = "sdpa",
-                **train_overrides):
-    """The pipeline's trainer over TRAIN_ROWS and all of them collated as one batch; model in eval mode.
-    Rows are padded no further than needed unless `pad_to_multiple_of` is given."""
-    from ift.config import TrainConfig
-    from ift.tokenization import build_dataset
-    from ift.trainer import make_trainer
-
-    dataset, _ = build_dataset(TRAIN_ROWS, tokenizer, max_length=256, source="rows")
-    cfg = TrainConfig(per_device_train_batch_size=len(TRAIN_ROWS), padding_free=padding_free, max_steps=1,
-                      bf16=False, attn_implementation=attn_implementation,
-                      **{"pad_to_multiple_of": None, **train_overrides})
-    trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(TRAIN_ROWS))])
-    model.eval()
-    return trainer, batch
-
-
-def project_files() -> list[str]:
-    """Tracked files plus new, not ignored ones: the working tree as a fresh clone would have it."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    return [f for f in out.split("\0") if f and (ROOT / f).is_file()]
-
-
-def copy_repo(dest: Path) -> Path:
-    """A copy of the project in `dest`, committed in a git repo of its own (DVC and dvclive need one)."""
-    for name in project_files():
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, dest / name)
-    commit_all(dest, "copy")
-    return dest
-
-
-def user_env() -> dict[str, str]:
-    """The environment of a user in the project's venv, offline."""
-    # The venv's bin first on PATH: dvc runs `python stages/...`, which must be this Python.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "TQDM_DISABLE": "1",
-           # Any download attempt fails the test: everything must work offline.
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.pop("IFT_DEBUG", None)
-    return env
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> str | subprocess.CompletedProcess:
-    """Run a command the way a user would in the project; return its output (or the process)."""
-    result = subprocess.run(cmd, cwd=cwd, env=user_env(), capture_output=True, text=True)
-    if not check:
-        return result
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ift.tokenization import IGNORE_INDEX
-from tests.conftest import sharpen, train_batch
+from tests.helpers import sharpen, train_batch
 
 
 def _plain_entropies(model, batch) -> torch.Tensor:

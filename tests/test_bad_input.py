@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_repo, run
+from tests.helpers import copy_repo, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -90,8 +90,21 @@ def test_wrong_type_through_dvc_exp_run_fails_at_stage_start(repo):
 
 
 def test_every_example_too_long(repo, tmp_path):
+    """train.max_length is read by train alone (stage deps follow the data flow), so the refusal
+    comes from train; the stages before it did their work, and train's lock entry is untouched."""
+    import yaml
+
     path = tmp_path / "long.jsonl"
     path.write_bytes(jsonl(GOOD))
-    line = refused(repo, ["data=local", f"data.path={path}", "train.max_length=8", "model.tiny.pretrain_steps=1"],
-                   "train.max_length=8")
-    assert "all 18 examples" in line
+    train_before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train"]
+    run(["python", "-m", "ift.config", "data=local", f"data.path={path}", "train.max_length=8",
+         "model.tiny.pretrain_steps=1"], repo)
+    result = run(["dvc", "repro"], repo, check=False)
+    output = result.stdout + result.stderr
+    train_after = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train"]
+    run(["git", "checkout", "-q", "params.yaml", "dvc.lock"], repo)
+    assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "train.max_length=8" in errors[0] and "all 18 examples" in errors[0], output[-2000:]
+    assert "failed to reproduce 'train'" in output
+    assert train_after == train_before

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ift.bench import TARGETS, _first_tokens_agree, alpaca_like_lengths, markdown, padding_waste, target_value
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SAMPLE = ROOT / "tests/data/bench_results.json"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ift.evaluation import METRIC_KEYS
-from tests.conftest import copy_repo, run, user_env
+from tests.helpers import copy_repo, run, user_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,7 +52,7 @@ def test_plots_render_offline_with_a_colour_and_an_interval_per_model(repo_copy)
     import vl_convert
 
     from ift.plots_page import VEGA_LITE_VERSION
-    from tests.test_plots_page import EXTERNAL_LOAD
+    from tests.helpers import EXTERNAL_LOAD
 
     run(["dvc", "plots", "show", "-o", "dvc_plots"], repo_copy)
     page = (repo_copy / "dvc_plots/index.html").read_text(encoding="utf-8")
@@ -117,6 +117,18 @@ def test_ift_ask_answers_with_the_tuned_model(repo_copy):
     assert len(lines) == 1 and lines[0].strip(), result.stdout  # the answer alone on stdout (logs: stderr)
 
 
+def test_a_change_to_the_training_loss_makes_only_train_stale(repo_copy):
+    trainer = repo_copy / "src/ift/trainer.py"
+    code = trainer.read_text()
+    trainer.write_text(code + "\n# an edit\n")
+    try:
+        status = run(["dvc", "status"], repo_copy)
+    finally:
+        trainer.write_text(code)
+    stale = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
+    assert stale == {"train"}, status
+
+
 def test_exp_run_reruns_only_what_depends_on_the_change(repo_copy):
     eval_change = run(["dvc", "exp", "run", "-S", "eval.max_new_tokens=7"], repo_copy)
     assert stages_run(eval_change) == {"baseline_eval", "tuned_eval"}
@@ -127,7 +139,7 @@ def test_exp_run_reruns_only_what_depends_on_the_change(repo_copy):
 def test_pythia_like_model_and_company_csv_end_to_end(repo_copy, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.test_pythia_like import save_pythia_like
+    from tests.helpers import save_pythia_like
 
     model_dir = save_pythia_like(tmp_path / "pythia-like")
     rows = ["Customer Question,Agent Answer"] + [

@@ -7,8 +7,7 @@ and its data collator.
 import pytest
 
 from ift.config import TrainConfig
-from ift.evaluation import IGNORE_INDEX
-from ift.tokenization import build_dataset, encode_example
+from ift.tokenization import IGNORE_INDEX, build_dataset, encode_example
 from ift.trainer import sft_config
 
 ROWS = [

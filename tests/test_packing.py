@@ -5,7 +5,7 @@ attends across examples."""
 import pytest
 import torch
 
-from tests.conftest import TRAIN_ROWS, sharpen, train_batch
+from tests.helpers import TRAIN_ROWS, sharpen, train_batch
 
 
 def batch_loss(model, tokenizer, padding_free: bool, tmp_path, attn_implementation: str = "sdpa",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
@@ -34,3 +34,16 @@ def test_each_stage_depends_on_the_code_it_imports(stage):
     script = ROOT / STAGES[stage]["cmd"].split()[1]
     assert imported_modules(script) <= set(STAGES[stage]["deps"])
     assert str(script.relative_to(ROOT)) in STAGES[stage]["deps"]
+
+
+@pytest.mark.parametrize("module", ["src/ift/trainer.py", "src/ift/training.py", "src/ift/packing.py",
+                                    "src/ift/attention.py"])
+def test_the_finetuning_code_is_a_dependency_of_train_alone(module):
+    """Editing the loss, the trainer or packing reruns train (and tuned_eval, through the model) only."""
+    assert [name for name, stage in STAGES.items() if module in stage["deps"]] == ["train"]
+
+
+def test_train_params_are_read_by_train_alone():
+    readers = [name for name, stage in STAGES.items()
+               if any(p == "train" or str(p).startswith("train.") for p in stage.get("params", []))]
+    assert readers == ["train"]

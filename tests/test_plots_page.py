@@ -1,13 +1,7 @@
 """The offline page `dvc plots show` fills (.dvc/plots/page.html)."""
 
-import re
-
 from ift.plots_page import PAGE_FILE, page_html
-from tests.conftest import ROOT
-
-# What a page loads by itself: <script src>, <link href>, <img src>, CSS url(), fetch/import of a URL.
-EXTERNAL_LOAD = re.compile(r"""(src|href)\s*=\s*["']?(https?:)?//"""
-                           r"""|url\(\s*["']?(https?:)?//|import\s*\(\s*["']https?:""")
+from tests.helpers import EXTERNAL_LOAD, ROOT
 
 
 def test_committed_page_is_what_the_installed_vl_convert_bundles():

@@ -11,30 +11,7 @@ from ift.errors import UserError
 from ift.modeling import fetch_base_model, load_model, load_tokenizer, save_model
 from ift.tokenization import ADDED_PAD_TOKEN, PAD_TOKEN, build_dataset
 from ift.training import finetune
-from tests.conftest import TEXTS
-
-
-def save_pythia_like(directory, with_padding_entry=True):
-    """A GPT-NeoX + tokenizer shaped like Pythia's, saved like a Hub checkpoint."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<|endoftext|>", "<|padding|>"] if with_padding_entry else ["<|endoftext|>"]
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.train_from_iterator(TEXTS, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|endoftext|>",
-                                        eos_token="<|endoftext|>", unk_token="<|endoftext|>")
-    assert tokenizer.pad_token is None and tokenizer.eos_token_id == 0
-    config = GPTNeoXConfig(vocab_size=len(tokenizer) + 8, hidden_size=32, num_hidden_layers=1,
-                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
-                           bos_token_id=0, eos_token_id=0)
-    GPTNeoXForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+from tests.helpers import save_pythia_like
 
 
 def test_pythia_like_tokenizer_appends_no_eos(tmp_path):
@@ -156,7 +133,7 @@ def test_the_stages_and_ift_ask_pass_on_the_consent_in_params_yaml(tmp_path, mon
 
     from ift.cli import Assistant
     from ift.config import write_params
-    from tests.conftest import ROOT, user_env
+    from tests.helpers import ROOT, user_env
 
     model_dir = save_with_own_code(tmp_path / "m")
     (tmp_path / "test.jsonl").write_text(json.dumps({"input": "Reverse the words", "output": "words the"}) + "\n")

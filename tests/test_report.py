@@ -1,4 +1,5 @@
-from ift.evaluation import example_scores, stopped_at_limit
+from ift.evaluation import example_scores
+from ift.generation import stopped_at_limit
 from ift.report import comparison_markdown, generation_warnings
 
 

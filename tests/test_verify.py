@@ -22,7 +22,7 @@ from ift.verify import (
     statistical_row,
     subprocess_env,
 )
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def write(root, name, data, environment=None, outputs=None):
@@ -203,7 +203,7 @@ def test_bench_refuses_uncommitted_measured_code(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_verify_refuses_a_stale_lock_before_rebuilding(tmp_path):
     from ift.verify import rebuild
-    from tests.conftest import copy_repo
+    from tests.helpers import copy_repo
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -220,7 +220,7 @@ def test_verify_refuses_a_stale_lock_before_rebuilding(tmp_path):
 @pytest.mark.slow
 def test_stale_reasons_name_params_changed_in_conf_and_recomposed(tmp_path):
     from ift.config import write_params
-    from tests.conftest import copy_repo
+    from tests.helpers import copy_repo
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -13,7 +13,7 @@ import pytest
 import ift.verify
 from ift.cli import main
 from ift.verify import check, rebuild
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 OTHER_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}

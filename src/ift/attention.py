@@ -94,9 +94,8 @@ def packed_eager_attention(
 def no_mask_for_training_rows(*args, attention_mask: torch.Tensor | None = None, q_length: int = 0,
                               kv_length: int = 0, **kwargs) -> torch.Tensor | None:
     """transformers' sdpa mask, except none for rows without padding or a KV cache: for those
-    packed_eager_attention finds the examples itself, and the block-diagonal mask transformers
-    would build for a packed row (its whole length squared) cost ~15% of a packed tiny-model step
-    in a trial here (outside `ift bench`)."""
+    packed_eager_attention finds the examples itself, and building the block-diagonal mask of a
+    packed row (its whole length squared) is wasted work."""
     if attention_mask is None and q_length == kv_length:
         return None
     return sdpa_mask(*args, attention_mask=attention_mask, q_length=q_length, kv_length=kv_length, **kwargs)

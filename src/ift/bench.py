@@ -90,7 +90,7 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
     Answers are compared by generated token ids: the pythia-70m-shaped model generates from
     its 50k vocabulary, which the demo tokenizer (used for its prompts) cannot all decode.
     """
-    from ift.evaluation import decode_answers, generate_token_ids
+    from ift.generation import decode_answers, generate_token_ids
 
     generate_token_ids(model, tokenizer, prompts[:batch_size], max_new_tokens, batch_size, desc="warm-up")
     start = time.perf_counter()
@@ -298,7 +298,7 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     """Each training and eval option we considered, against the one we kept, in the same run."""
     from trl import SFTTrainer
 
-    from ift.evaluation import generate_answers
+    from ift.generation import generate_answers
     from ift.io import read_jsonl
     from ift.modeling import load_model, load_tokenizer
 

@@ -29,7 +29,7 @@ def _max_new_tokens_default() -> int:
     """eval.max_new_tokens of the project, fitted to the hydrated data as the eval stages fit it
     (the cap where there is no hydrated data yet)."""
     from ift.config import MAX_NEW_TOKENS_CAP
-    from ift.evaluation import HYDRATED_STATS, fitted_max_new_tokens
+    from ift.generation import HYDRATED_STATS, fitted_max_new_tokens
     from ift.io import read_json
 
     configured = _project_params().eval.max_new_tokens
@@ -58,7 +58,7 @@ class Assistant:
         import torch
         from transformers import TextStreamer
 
-        from ift.evaluation import generation_kwargs
+        from ift.generation import generation_kwargs
         from ift.prompts import format_prompt
 
         prompt = format_prompt(instruction, input)

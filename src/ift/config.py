@@ -2,6 +2,8 @@
 
 DVC composes conf/ in its own process (it cannot import this package), so conf/ holds
 plain values only; the schema and range checks live here and run at every stage start.
+(Longer than most modules: the schema is the one source of defaults, so each key's reason
+is written here, beside its default.)
 
 Usage: python -m ift.config [OVERRIDES...]    e.g. python -m ift.config model=pythia-70m
 rewrites params.yaml from conf/ for `dvc repro` users (`dvc exp run -S` does it itself).
@@ -132,7 +134,7 @@ class TrainConfig:
     # shapes, each of which costs set-up time on CPU the first time a process meets it.
     pad_to_multiple_of: int | None = 64
     # "group_by_length" cuts padding without packing, but on the demo data length nearly
-    # determines the task, so its batches are single-task and exact match drops (README).
+    # determines the task, so its batches are single-task and exact match drops (reports/performance.md).
     train_sampling_strategy: str = "random"
     # Attention kernel while training (one of ATTN_IMPLEMENTATIONS): transformers' "sdpa"
     # (PyTorch's fused kernels) or "eager" (plain matmul + softmax), or ours, "packed_eager"

@@ -4,7 +4,8 @@ The rebuild happens in a temporary copy of the committed tree (HEAD) with an emp
 cache, so the user's workspace and cache are untouched and nothing is restored from a
 run cache: every stage really runs. In the environment that made the committed results the
 comparison is exact (byte-identical outputs); elsewhere it is statistical: each metric
-within its measured noise.
+within its measured noise. (One module for the staleness check, the rebuild and both
+comparison rules: `ift spread` reuses the first two, and the rules share their table.)
 """
 
 from __future__ import annotations
