@@ -111,9 +111,12 @@ def test_statistical_mode_compares_training_by_smoothed_curves_and_counts_exactl
     assert all(row.ok for row in rows.values())
     assert rows["train/loss"].rule == "not compared"
     assert rows["train/smoothed.loss"].margin == "|d| = 10.0%"
+    # a spread wider than the 25% gives the wider limit; a narrower one leaves the 25%
     with_spread = compare_metrics(committed, {"train": noisy_end}, "statistical",
-                                  spread={"train": {"smoothed.loss": 0.01}})
-    assert rows_by_key(with_spread)["train/smoothed.loss"].margin == "|d| = 1.41 sigma"  # 0.02 / (sqrt(2) x 0.01)
+                                  spread={"train": {"smoothed.loss": 0.02}})
+    assert rows_by_key(with_spread)["train/smoothed.loss"].margin == "|d| = 0.71 sigma"  # 0.02 / (sqrt(2) x 0.02)
+    narrow = compare_metrics(committed, {"train": noisy_end}, "statistical", spread={"train": {"smoothed.loss": 0.001}})
+    assert rows_by_key(narrow)["train/smoothed.loss"].rule == "|d| <= 25%"
     moved = _numbers({**TRAIN, "step": 340, "smoothed": {**TRAIN["smoothed"], "loss": 0.3}})
     rows = rows_by_key(compare_metrics(committed, {"train": moved}, "statistical"))
     assert sorted(key for key, row in rows.items() if not row.ok) == ["train/smoothed.loss", "train/step"]

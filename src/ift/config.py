@@ -327,7 +327,12 @@ def write_params(overrides: list[str], out: str | Path = PARAMS_FILE,
     from ift.io import write_text
 
     cfg = compose(overrides, config_dir)
-    params = validate(cfg, source=f"{Path(config_dir).name}/ + {list(overrides)}")
+    source = f"{Path(config_dir).name}/ + {list(overrides)}"
+    params = validate(cfg, source=source)
+    for key, path in (("data.path", params.inputs.data), ("model.name_or_path", params.inputs.model)):
+        if path != NO_LOCAL_INPUT and not Path(path).expanduser().exists():  # DVC's error would be an OSError
+            raise UserError(f"{source}: {key}={path}: {Path(path).expanduser().resolve()} does not exist; "
+                            "give an existing file or directory (relative to the project root, or absolute)")
     write_text(out, to_yaml(cfg))
     return params
 
