@@ -93,12 +93,14 @@ def test_committed_params_equal_the_composition_of_conf():
     assert (ROOT / "params.yaml").read_text() == to_yaml(compose([], CONF))
 
 
-def test_composition_matches_dvc(tmp_path):
+@pytest.mark.parametrize("overrides", [["model=pythia-70m"], ["+experiment=tutorial", "train.learning_rate=3e-4"],
+                                       ["data=local", "data.path=qa.csv", "model=local", "model.name_or_path=./m"]])
+def test_composition_matches_dvc(tmp_path, overrides):
     from dvc.utils.hydra import compose_and_dump
 
     out = tmp_path / "params.yaml"
-    compose_and_dump(out, str(CONF), None, "config", str(tmp_path), ["model=pythia-70m"])
-    assert out.read_text() == to_yaml(compose(["model=pythia-70m"], CONF))
+    compose_and_dump(out, str(CONF), None, "config", str(tmp_path), overrides)
+    assert out.read_text() == to_yaml(compose(overrides, CONF))
 
 
 def test_write_params_and_load_roundtrip(tmp_path):
