@@ -33,9 +33,11 @@ def _max_new_tokens_default() -> int:
     from ift.io import read_json
 
     configured = _project_params().eval.max_new_tokens
-    if configured is None and not Path(HYDRATED_STATS).exists():
+    if configured is not None:
+        return configured
+    if not Path(HYDRATED_STATS).exists():
         return MAX_NEW_TOKENS_CAP
-    return fitted_max_new_tokens(configured, read_json(HYDRATED_STATS) if configured is None else {})
+    return fitted_max_new_tokens(None, read_json(HYDRATED_STATS))
 
 
 class Assistant:

@@ -250,9 +250,17 @@ def looks_like_a_path(name: str) -> bool:
     return name.startswith(("./", "../", "/", "~", ".\\")) or name in (".", "..")
 
 
+def expanded_path(name: str) -> Path:
+    """`name` as a path, ~ expanded (left as it is for a ~user with no such user: a missing path)."""
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:
+        return Path(name)
+
+
 def is_local_path(name: str) -> bool:
     """A model name that means a local directory: path-like, or a path that exists here (not "tiny")."""
-    return looks_like_a_path(name) or (name != TINY_NAME and Path(name).expanduser().exists())
+    return looks_like_a_path(name) or (name != TINY_NAME and expanded_path(name).exists())
 
 
 def _check_inputs(params: Params, source: str) -> None:
@@ -330,8 +338,8 @@ def write_params(overrides: list[str], out: str | Path = PARAMS_FILE,
     source = f"{Path(config_dir).name}/ + {list(overrides)}"
     params = validate(cfg, source=source)
     for key, path in (("data.path", params.inputs.data), ("model.name_or_path", params.inputs.model)):
-        if path != NO_LOCAL_INPUT and not Path(path).expanduser().exists():  # DVC's error would be an OSError
-            raise UserError(f"{source}: {key}={path}: {Path(path).expanduser().resolve()} does not exist; "
+        if path != NO_LOCAL_INPUT and not expanded_path(path).exists():  # DVC's error would be an OSError
+            raise UserError(f"{source}: {key}={path}: {expanded_path(path).resolve()} does not exist; "
                             "give an existing file or directory (relative to the project root, or absolute)")
     write_text(out, to_yaml(cfg))
     return params

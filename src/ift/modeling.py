@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ift.config import TINY_NAME, ModelConfig, looks_like_a_path
+from ift.config import TINY_NAME, ModelConfig, expanded_path, is_local_path
 from ift.errors import UserError
 from ift.tokenization import ensure_pad_token
 
@@ -69,13 +69,10 @@ def load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedTokenizerBase, PreTrain
 
     from ift.hub import hub_errors, resolve_revision
 
-    try:
-        local = Path(cfg.name_or_path).expanduser()
-    except RuntimeError:  # ~user with no such user: a path, and a missing one
-        local = Path(cfg.name_or_path)
+    local = expanded_path(cfg.name_or_path)
     if local.is_dir():
         source, revision, meta = str(local), None, {"name_or_path": str(local), "local": True}
-    elif looks_like_a_path(cfg.name_or_path) or local.exists():
+    elif is_local_path(cfg.name_or_path):
         what = "is a file, not a model directory" if local.exists() else "does not exist"
         raise UserError(f"model.name_or_path={cfg.name_or_path}: {local.resolve()} {what}; give the directory "
                         "a model was saved to with save_pretrained, or a Hub id such as EleutherAI/pythia-70m")

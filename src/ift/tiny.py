@@ -5,7 +5,6 @@ continues text and copies from its context before it is finetuned."""
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,10 +21,8 @@ from ift.tokenization import EOS_TOKEN, PAD_TOKEN
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-log = logging.getLogger(__name__)
-
-# fp32, not bf16 autocast: under bf16 the pretraining took another path with each CPU's kernels,
-# and the base model's answer loss moved by ~8 standard errors between environments.
+# fp32, not bf16 autocast: bf16 sends pretraining down another path with each CPU's kernels,
+# far beyond the test set's noise (README, Guarantees).
 PRETRAINING_DTYPE = "float32"
 
 
