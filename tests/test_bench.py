@@ -1,4 +1,4 @@
-"""ift.bench's pure parts: the report, the padding measure and the synthetic lengths (the timings themselves
+"""The benchmark's pure parts: the report, the padding measure and the synthetic lengths (the timings themselves
 are measured by `ift bench`, not by tests). The report is tested on a fixed sample of results
 (tests/data/bench_results.json), so no test waits for the benchmark to be rerun."""
 
@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from ift.bench import TARGETS, _first_tokens_agree, alpaca_like_lengths, markdown, padding_waste, target_value
+from benchmarks.clocks import in_both_orders, padding_waste
+from benchmarks.generation import first_tokens_agree
+from benchmarks.report import TARGETS, markdown, target_value
+from benchmarks.workloads import alpaca_like_lengths
 from tests.helpers import ROOT
 
 SAMPLE = ROOT / "tests/data/bench_results.json"
@@ -46,7 +49,7 @@ def test_report_flags_a_changed_value():
     ([5, 6], [4, 6], False),
 ])
 def test_first_tokens_agree_where_both_generated(ours, theirs, agree):
-    assert _first_tokens_agree(ours, theirs) is agree
+    assert first_tokens_agree(ours, theirs) is agree
 
 
 def test_alpaca_like_lengths_are_seeded_and_bounded():
@@ -83,14 +86,32 @@ def test_padding_waste_counts_what_the_collator_adds():
 
 
 def test_levers_run_in_both_orders_and_average():
-    from ift.bench import _in_both_orders
-
     calls = []
 
     def measure(value):
         calls.append(value)
         return value * len(calls)  # later runs read higher, as a warming-up machine would
 
-    result = _in_both_orders([("a", 1), ("b", 2)], measure)
+    result = in_both_orders([("a", 1), ("b", 2)], measure)
     assert calls == [1, 2, 2, 1]
     assert result == {"a": (1 * 1 + 1 * 4) / 2, "b": (2 * 2 + 2 * 3) / 2}
+
+
+def test_timed_process_reports_time_memory_and_failure(tmp_path):
+    import sys
+
+    from benchmarks.timed_process import measured
+    from ift.errors import UserError
+
+    seconds, peak_mib = measured([sys.executable, "-c", "x = bytearray(200 * 2**20)"], tmp_path, {})
+    assert seconds > 0 and peak_mib >= 200  # the child's own allocation, not this process's
+    with pytest.raises(UserError, match="failed in"):
+        measured([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, {})
+
+
+def test_ift_bench_outside_a_checkout_is_one_line(tmp_path):
+    import subprocess
+
+    done = subprocess.run(["ift", "bench"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error:") and "not in a checkout" in done.stderr

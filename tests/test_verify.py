@@ -5,7 +5,7 @@ import sys
 import pytest
 import yaml
 
-from ift.bench import refuse_uncommitted
+from benchmarks.run import refuse_uncommitted
 from ift.errors import UserError
 from ift.io import dumps_json
 from ift.verify import (

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -106,9 +107,14 @@ def cmd_spread(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from ift.bench import markdown, run
-
-    print(markdown(run(Path.cwd(), args.out, levers=args.levers)))
+    """Run the repository's top-level `benchmarks` package (it measures a checkout, not the install)."""
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    root = Path(top.stdout.strip()) if top.returncode == 0 else None
+    if root is None or not (root / "benchmarks" / "__main__.py").is_file():
+        raise UserError(f"{Path.cwd()}: not in a checkout of this repository; `ift bench` measures "
+                        "a checkout's committed code: run it inside one")
+    cmd = [sys.executable, "-m", "benchmarks", "--out", str(args.out.resolve()), *(["--levers"] if args.levers else [])]
+    sys.exit(subprocess.run(cmd, cwd=root).returncode)
 
 
 def build_parser() -> argparse.ArgumentParser:

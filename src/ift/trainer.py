@@ -120,8 +120,12 @@ def make_trainer(
     work_dir: Path,
     callbacks: list | None = None,
     desc: str = "training",
+    trainer_class: type[SFTTrainer] | None = None,
 ) -> Any:
-    """The pipeline's TRL SFTTrainer (also what `ift bench` times); `desc` labels its progress bar."""
+    """The pipeline's TRL SFTTrainer (also what `ift bench` times); `desc` labels its progress bar.
+
+    `trainer_class` replaces ours (AnswerOnlyHeadSFTTrainer), for the benchmark to time TRL's own.
+    """
     from transformers import set_seed
 
     # Same inputs, same machine -> same weights: seeds everywhere, and on GPUs deterministic
@@ -134,7 +138,7 @@ def make_trainer(
     import ift.attention  # noqa: F401  (registers the packed_eager attention with transformers)
 
     model.set_attn_implementation(cfg.attn_implementation)  # a runtime choice: not saved with the model
-    trainer = AnswerOnlyHeadSFTTrainer(
+    trainer = (trainer_class or AnswerOnlyHeadSFTTrainer)(
         model=model,
         args=sft_config(cfg, seed, work_dir, len(dataset)),
         train_dataset=dataset,

@@ -1,0 +1,82 @@
+"""Timers and counters: the machine's matmul peak, optimizer-step timing, real-token counting."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import TrainerCallback
+
+from ift.config import TrainConfig
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of a size x size matrix multiply in `dtype` (the machine's practical peak)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = max(best, 2 * size**3 * 10 / (time.perf_counter() - start))
+    return best
+
+
+class StepClock(TrainerCallback):
+    """Times optimizer steps after `warmup` of them: `seconds` covers the steps after it."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.end = warmup, None, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup:
+            self.start = time.perf_counter()
+        self.end = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+class RealTokenCounter:
+    """A collator wrapper counting the tokens of the examples it is given: whatever else a
+    batch holds (padding, pad examples in a packed row) is what the collator added."""
+
+    def __init__(self, collate):
+        self.collate, self.counts = collate, []
+
+    def __call__(self, examples: list[dict]) -> dict:
+        self.counts.append(sum(len(example["input_ids"]) for example in examples))
+        return self.collate(examples)
+
+
+def padding_waste(trainer) -> float:
+    """Padding tokens / all tokens in one epoch of the trainer's own dataloader and collator."""
+    counter = RealTokenCounter(trainer.data_collator)
+    trainer.data_collator = counter
+    try:
+        total = sum(batch["input_ids"].numel() for batch in trainer.get_train_dataloader())
+    finally:
+        trainer.data_collator = counter.collate
+    return (total - sum(counter.counts)) / total
+
+
+def timed_config(cfg: TrainConfig, steps: int) -> TrainConfig:
+    """`cfg` for a timing run: `steps` optimizer steps, no checkpoints, no logging."""
+    return TrainConfig(**{**vars(cfg), "max_steps": steps, "save_steps": 0, "logging_steps": 10**6})
+
+
+def in_both_orders(options: list[tuple], measure: Callable[..., float]) -> dict[str, float]:
+    """measure(*option[1:]) for each option, run in list order and then in reverse, averaged.
+
+    Within one run the position in the sequence alone moves step speeds a lot on a shared
+    machine, so a single pass would rank options by their position.
+    """
+    values: dict[str, list[float]] = {option[0]: [] for option in options}
+    for name, *args in options + options[::-1]:
+        values[name].append(measure(*args))
+    return {name: statistics.mean(measured) for name, measured in values.items()}

@@ -1,0 +1,57 @@
+"""The eval stage's batched generation against the tutorial's loop, on the same prompts."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from benchmarks.tutorial import tutorial_inference
+
+
+def first_tokens_agree(ours: list[int], theirs: list[int]) -> bool:
+    """Greedy decoding: where both generated, the first tokens must be the same."""
+    k = min(len(ours), len(theirs))
+    return ours[:k] == theirs[:k]
+
+
+def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> dict[str, Any]:
+    """Examples/s of our batched generation and of the tutorial's loop, on the same prompts.
+
+    Answers are compared by generated token ids: the pythia-70m-shaped model generates from
+    its 50k vocabulary, which the demo tokenizer (used for its prompts) cannot all decode.
+    """
+    from ift.generation import decode_answers, generate_token_ids
+
+    generate_token_ids(model, tokenizer, prompts[:batch_size], max_new_tokens, batch_size, desc="warm-up")
+    start = time.perf_counter()
+    ours_ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc="ours")
+    decode_answers(tokenizer, ours_ids)
+    ours_seconds = time.perf_counter() - start
+
+    tokenizer.padding_side = "right"  # the tutorial never set it; it does not pad anyway
+    start = time.perf_counter()
+    with torch.inference_mode():
+        theirs = [tutorial_inference(p, model, tokenizer, return_token_ids=True) for p in prompts]
+    tutorial_seconds = time.perf_counter() - start
+    tokenizer.padding_side = "left"
+    theirs_ids = [ids for _, ids in theirs]  # a batch of one ends at EOS: no padding after it
+    # Whole answers can only be the same where both stopped at EOS before their (different) limits.
+    both_stopped = [(a, b) for a, b in zip(ours_ids, theirs_ids)
+                    if tokenizer.eos_token_id in a and tokenizer.eos_token_id in b]
+    return {
+        "examples": len(prompts),
+        "ours_examples_per_second": len(prompts) / ours_seconds,
+        "tutorial_examples_per_second": len(prompts) / tutorial_seconds,
+        "speedup": tutorial_seconds / ours_seconds,
+        "first_tokens_agree": float(statistics.mean(first_tokens_agree(a, b) for a, b in zip(ours_ids, theirs_ids))),
+        "both_stopped_at_eos": len(both_stopped),
+        "identical_answers": float(statistics.mean(a == b for a, b in both_stopped)) if both_stopped else None,
+        "ours_mean_generated_tokens": statistics.mean(map(len, ours_ids)),
+        "tutorial_mean_generated_tokens": statistics.mean(map(len, theirs_ids)),
+        "ours_settings": f"batch {batch_size}, prompts sorted by length, shared prefix computed once, "
+                         f"padding + attention mask, max_new_tokens={max_new_tokens}",
+        "tutorial_settings": "one at a time, no attention mask, max_length=100, prompt cut by characters",
+    }

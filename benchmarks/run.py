@@ -1,0 +1,124 @@
+"""All measurements on the committed code, in a fresh copy of HEAD; writes bench.json and bench.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.clocks import padding_waste
+from benchmarks.generation import bench_eval
+from benchmarks.pipeline import bench_pipeline, bench_whole_process
+from benchmarks.report import markdown
+from benchmarks.training import bench_train
+from benchmarks.workloads import alpaca_like_lengths, demo_dataset, pythia_70m_shaped_model, synthetic_dataset
+from ift.config import load_params
+from ift.errors import UserError
+
+# What the measurements run: the pipeline from a copy of HEAD, the rest from this checkout.
+MEASURED_PATHS = ("src", "benchmarks", "stages", "conf", "params.yaml", "dvc.yaml", "dvc.lock")
+
+
+def refuse_uncommitted(repo: Path) -> None:
+    """A UserError unless the code measured in this process is HEAD's code in `repo`.
+
+    The pipeline runs from a copy of HEAD and the in-process measurements from the `ift`
+    this process imported: with uncommitted changes, or `ift` installed from another
+    checkout, the report could match neither.
+    """
+    import ift
+
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=repo, capture_output=True, text=True)
+    if top.returncode != 0:
+        raise UserError(f"{repo}: not a git repository; `ift bench` measures the committed code")
+    root = Path(top.stdout.strip())
+    if Path(ift.__file__).resolve().parent != (root / "src" / "ift").resolve():
+        raise UserError(f"ift is imported from {Path(ift.__file__).parent}, not from {root / 'src'}: "
+                        f"install this checkout (`pip install -c requirements.lock -e .`) or run from the other one")
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *MEASURED_PATHS],
+                            cwd=root, capture_output=True, text=True)
+    changed = [line[3:] for line in status.stdout.splitlines()]
+    if changed:
+        raise UserError(f"{root}: uncommitted changes in {', '.join(changed)}; `ift bench` measures the "
+                        "committed code: commit or stash them first")
+
+
+def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: bool = False) -> dict[str, Any]:
+    """All measurements; writes out_dir/bench.json and out_dir/bench.md."""
+    from ift.config import compose, validate
+    from ift.io import read_jsonl, write_json, write_text
+    from ift.modeling import load_model, load_tokenizer
+    from ift.trainer import make_trainer
+    from ift.verify import export_head
+
+    refuse_uncommitted(repo)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    copy = Path(tempfile.mkdtemp(prefix="ift-bench-"))
+    try:
+        export_head(repo, copy)
+        print("pipeline: the committed default pipeline from scratch", file=sys.stderr, flush=True)
+        pipeline = bench_pipeline(copy)
+        params = load_params(copy / "params.yaml")
+        tokenizer = load_tokenizer(copy / "models/base", padding_side="left")
+        prompts = [row["input"] for row in read_jsonl(copy / "data/hydrated/test.jsonl")]
+
+        print("eval: tuned tiny model vs the tutorial's loop", file=sys.stderr, flush=True)
+        tiny = bench_eval(load_model(copy / "models/tuned"), load_tokenizer(copy / "models/tuned", "left"),
+                          prompts, params.eval.max_new_tokens, params.eval.batch_size)
+        print("eval: pythia-70m shape vs the tutorial's loop", file=sys.stderr, flush=True)
+        pythia = bench_eval(pythia_70m_shaped_model(), tokenizer, prompts[:params.eval.batch_size],
+                            params.eval.max_new_tokens, params.eval.batch_size)
+
+        print(f"train: pythia-70m shape with train={train_preset}", file=sys.stderr, flush=True)
+        train_cfg = validate(compose([f"train={train_preset}"], copy / "conf")).train
+        train = bench_train(tokenizer, train_cfg)
+        # Padding waste with the train settings each kind of data is used with: the demo with
+        # train/default (model=tiny), alpaca-like lengths with train/<train_preset>.
+        waste = {}
+        for name, dataset, cfg in (
+            ("demo", demo_dataset(copy, tokenizer, params.train.max_length), params.train),
+            ("alpaca_like", synthetic_dataset(alpaca_like_lengths(2000), vocab=len(tokenizer)), train_cfg),
+        ):
+            with tempfile.TemporaryDirectory(prefix="ift-bench-waste-") as work_dir:
+                trainer = make_trainer(pythia_70m_shaped_model(), tokenizer, dataset, cfg, 0, Path(work_dir))
+                waste[name] = padding_waste(trainer)
+        print("whole process: the tutorial's loop vs dvc repro -f -s tuned_eval", file=sys.stderr, flush=True)
+        whole_process = bench_whole_process(copy)
+        if levers:
+            print("levers: every option against the one kept", file=sys.stderr, flush=True)
+            from benchmarks.levers import bench_levers
+
+            lever_results = bench_levers(copy, params, train_cfg)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+    results = {
+        "commit": commit,  # refuse_uncommitted: the measured code is exactly this commit's
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "date": time.strftime("%Y-%m-%d"),
+        "eval_speedup_vs_tutorial_loop": {"tiny": tiny["speedup"], "pythia70m": pythia["speedup"]},
+        "train_tokens_per_second": train["tokens_per_second"],
+        "train_mfu": train["mfu"],
+        "padding_waste": waste,
+        "noop_repro_seconds": pipeline["noop_repro_seconds"],
+        "pipeline_seconds": pipeline["pipeline_seconds"],
+        "whole_process_speedup_vs_tutorial": whole_process["speedup"],
+        "eval": {"tiny": tiny, "pythia70m": pythia},
+        "train": train,
+        "pipeline": pipeline,
+        "whole_process": whole_process,
+    }
+    if levers:
+        results["levers"] = lever_results
+    write_json(out_dir / "bench.json", results)
+    write_text(out_dir / "bench.md", markdown(results))
+    return results

@@ -1,0 +1,59 @@
+"""What the benchmark runs on: pythia-70m's shape with random weights, and data shaped like real data."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import torch
+
+# EleutherAI/pythia-70m's shape (config.json of the Hub repo), for weights we cannot download here.
+PYTHIA_70M_SHAPE = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
+                        intermediate_size=2048, max_position_embeddings=2048, rotary_pct=0.25)
+
+
+def pythia_70m_shaped_model(seed: int = 0):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(**PYTHIA_70M_SHAPE, bos_token_id=0, eos_token_id=0, pad_token_id=1))
+    return model.eval()
+
+
+def non_embedding_parameters(model) -> int:
+    """Parameters outside the input embedding and the output (LM head) matrix."""
+    skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def alpaca_like_lengths(count: int, seed: int = 0) -> list[tuple[int, int]]:
+    """(prompt, answer) token lengths shaped like Alpaca's in a Pythia tokenizer.
+
+    A lognormal fit by eye (Alpaca itself is not reachable here): prompts ~40 tokens of
+    template plus a median ~25 of instruction and input; answers with median ~45 and a long
+    tail, capped at 1,000.
+    """
+    rng = random.Random(seed)
+    return [(40 + min(int(rng.lognormvariate(math.log(25), 0.6)), 400),
+             max(1, min(int(rng.lognormvariate(math.log(45), 0.9)), 1000))) for _ in range(count)]
+
+
+def synthetic_dataset(lengths: list[tuple[int, int]], vocab: int, seed: int = 0):
+    """Tokenized prompt/answer examples with the given lengths (random ids; EOS ends the answer)."""
+    from datasets import Dataset
+
+    rng = random.Random(seed)
+    rows = []
+    for prompt, answer in lengths:
+        ids = [rng.randrange(2, vocab) for _ in range(prompt + answer - 1)] + [0]
+        rows.append({"input_ids": ids, "completion_mask": [0] * prompt + [1] * answer})
+    return Dataset.from_list(rows)
+
+
+def demo_dataset(copy: Path, tokenizer, max_length: int):
+    """The demo's training split in `copy` (a built pipeline), tokenized as the train stage does."""
+    from ift.io import read_jsonl
+    from ift.tokenization import build_dataset
+
+    return build_dataset(read_jsonl(copy / "data/hydrated/train.jsonl"), tokenizer, max_length, "demo")[0]
