@@ -4,21 +4,26 @@
         --data-meta data/raw/metadata.json --environment reports/environment/train.json
 
 Reads params: seed, train, model.trust_remote_code. Writes the tuned model
-(save_pretrained layout, safetensors) with a model card (README.md), and the training
-metrics and loss curves (dvclive) into REPORTS_DIR.
+(save_pretrained layout, safetensors; with train.lora.enabled the adapter too, in
+adapter/) with a model card (README.md), and the training metrics and loss curves
+(dvclive) into REPORTS_DIR. With train.num_processes > 1 it runs itself under torchrun,
+one process per device; rank 0 writes every output.
 """
 
 import argparse
 import logging
 import shutil
+import sys
 from pathlib import Path
 
+from ift.adapters import four_bit_quantization, save_merged
 from ift.config import PARAMS_FILE, as_dict, check_trainer_choices, load_params
 from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 from ift.modeling import load_model, load_tokenizer, save_model
+from ift.processes import exit_with_launcher, is_main_process, launched_by_torchrun, run_under_torchrun
 from ift.report import model_card
 from ift.tokenization import build_dataset
 from ift.trainer import compute_dtype
@@ -42,24 +47,38 @@ def main() -> None:
     args = parser.parse_args()
     set_offline()
     params = load_params()
-    check_trainer_choices(params.train, PARAMS_FILE)
+    cfg = params.train
+    check_trainer_choices(cfg, PARAMS_FILE)
+    quantization = four_bit_quantization() if cfg.lora.load_in_4bit else None
 
     tokenizer = load_tokenizer(args.base_dir, trust_remote_code=params.model.trust_remote_code)
-    model = load_model(args.base_dir, trust_remote_code=params.model.trust_remote_code)
-    dataset, stats = build_dataset(read_jsonl(args.train_file), tokenizer, params.train.max_length,
+    dataset, stats = build_dataset(read_jsonl(args.train_file), tokenizer, cfg.max_length,
                                    source=str(args.train_file))
-    log.info("training on %d examples (%d tokens, %d of them answer tokens)",
-             stats["examples"], stats["tokens"], stats["answer_tokens"])
+    if cfg.num_processes > 1 and not launched_by_torchrun():  # (bad input has been refused above)
+        run_under_torchrun(cfg.num_processes, __file__, sys.argv[1:])
+        return
+    exit_with_launcher()
+    if is_main_process():
+        log.info("training on %d examples (%d tokens, %d of them answer tokens)",
+                 stats["examples"], stats["tokens"], stats["answer_tokens"])
+    model = load_model(args.base_dir, trust_remote_code=params.model.trust_remote_code,
+                       quantization_config=quantization)
 
     inputs = [args.base_dir, args.train_file, Path(__file__)]  # and the ift package's code (run_key)
-    work_dir = CHECKPOINTS / f"train-{run_key(params.seed, params.train, inputs)}"
+    work_dir = CHECKPOINTS / f"train-{run_key(params.seed, cfg, inputs)}"
+    if not is_main_process():
+        finetune(model, tokenizer, dataset, cfg, params.seed, work_dir, reports_dir=None)
+        return
     with atomic_dir(args.reports_dir) as reports_tmp, atomic_dir(args.out_dir) as model_tmp:
-        result = finetune(model, tokenizer, dataset, params.train, params.seed, work_dir, reports_tmp)
-        save_model(model, tokenizer, model_tmp)
+        trained, result = finetune(model, tokenizer, dataset, cfg, params.seed, work_dir, reports_tmp)
+        if cfg.lora.enabled:
+            save_merged(trained, args.base_dir, tokenizer, model_tmp, params.model.trust_remote_code)
+        else:
+            save_model(trained, tokenizer, model_tmp)
         card = model_card(read_json(args.base_dir / "metadata.json"), read_json(args.data_meta),
-                          as_dict(params.train), params.seed, result)
+                          as_dict(cfg), params.seed, result)
         write_text(model_tmp / "README.md", card)
-    write_json(args.environment, fingerprint(compute_dtype(params.train)))
+    write_json(args.environment, fingerprint(compute_dtype(cfg)))
     shutil.rmtree(work_dir, ignore_errors=True)  # the run finished: its checkpoints are not needed
     log.info("trained %d steps, last logged training loss %.4f", result["global_step"], result["final_loss"])
 

@@ -106,6 +106,23 @@ class InputsConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters through peft (train.lora.enabled). models/tuned stays a plain merged model;
+    the adapter is saved beside it in models/tuned/adapter/."""
+
+    enabled: bool = False
+    # r 16 with alpha 32 (peft's scaling alpha/r = 2) lets the tiny default learn at the default
+    # learning rate; a smaller alpha/r needs a higher learning rate.
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    # "all-linear": every Linear but the LM head (for GPT-NeoX: query_key_value, attention.dense,
+    # dense_h_to_4h, dense_4h_to_h; peft's own default is query_key_value only), or a list of names.
+    target_modules: Any = "all-linear"
+    load_in_4bit: bool = False  # QLoRA: 4-bit base weights (bitsandbytes, CUDA GPUs only)
+
+
+@dataclass
 class TrainConfig:
     """transformers TrainingArguments names where one exists, plus max_length."""
 
@@ -141,6 +158,15 @@ class TrainConfig:
     # (ift.attention: plain attention within each packed example, for CPUs). Not saved with
     # the model: eval and `ift ask` load it with transformers' default (sdpa where available).
     attn_implementation: str = "packed_eager"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # Training processes (data parallel, through torchrun): one per GPU, or CPU processes that
+    # share the cores. The global batch is per_device_train_batch_size x
+    # gradient_accumulation_steps x num_processes.
+    num_processes: int = 1
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, slower
+    # transformers' FSDP settings, passed through (TrainingArguments fsdp / fsdp_config): GPUs only.
+    fsdp: str = ""
+    fsdp_config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -198,6 +224,15 @@ def _check_ranges(params: Params, source: str) -> None:
         (d.limit is None or d.limit >= 1, "data.limit", d.limit, "must be >= 1 or null"),
         (d.demo is None or d.demo.num_examples >= 2, "data.demo.num_examples",
          d.demo and d.demo.num_examples, "must be >= 2 (a train and a test example)"),
+        (t.lora.r >= 1, "train.lora.r", t.lora.r, "must be >= 1"),
+        (t.lora.alpha > 0, "train.lora.alpha", t.lora.alpha, "must be > 0"),
+        (0 <= t.lora.dropout < 1, "train.lora.dropout", t.lora.dropout, "must be in [0, 1)"),
+        (isinstance(t.lora.target_modules, str) or (isinstance(t.lora.target_modules, list) and t.lora.target_modules
+                                                    and all(isinstance(m, str) for m in t.lora.target_modules)),
+         "train.lora.target_modules", t.lora.target_modules, "must be all-linear or a list of module names"),
+        (not t.lora.load_in_4bit or t.lora.enabled, "train.lora.load_in_4bit", t.lora.load_in_4bit,
+         "needs train.lora.enabled=true (4-bit weights cannot be trained themselves)"),
+        (t.num_processes >= 1, "train.num_processes", t.num_processes, "must be >= 1"),
         (t.attn_implementation in ATTN_IMPLEMENTATIONS, "train.attn_implementation", t.attn_implementation,
          f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}"),
         (d.source in DATA_SOURCES, "data.source", d.source, f"must be one of {', '.join(DATA_SOURCES)}"),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,8 +26,8 @@ def pick_device() -> torch.device:
 
     GPU paths are written for, but not verified on, the machines this project is tested on.
     """
-    if torch.cuda.is_available():
-        return torch.device("cuda")
+    if torch.cuda.is_available():  # under torchrun, the GPU of this process (LOCAL_RANK)
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -100,16 +101,22 @@ def load_tokenizer(path: str | Path, padding_side: str = "right",
     return tokenizer
 
 
-def load_model(path: str | Path, device: torch.device | None = None,
-               trust_remote_code: bool = False) -> PreTrainedModel:
-    """Load a causal LM saved by this pipeline, from safetensors only (never pickle)."""
+def load_model(path: str | Path, device: torch.device | None = None, trust_remote_code: bool = False,
+               quantization_config: Any = None) -> PreTrainedModel:
+    """Load a causal LM saved by this pipeline, from safetensors only (never pickle).
+
+    `quantization_config` (QLoRA's 4-bit weights, ift.adapters) places the model itself.
+    """
     from transformers import AutoModelForCausalLM
 
+    device = device or pick_device()
+    placement = {} if quantization_config is None else {"quantization_config": quantization_config,
+                                                        "device_map": {"": device}}
     with custom_code_refused(str(path)), _no_loading_bar():
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code
+            str(path), use_safetensors=True, dtype=torch.float32, trust_remote_code=trust_remote_code, **placement
         )
-    return model.to(device or pick_device())
+    return model if quantization_config is not None else model.to(device)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from transformers.trainer_callback import ProgressCallback
 from trl import SFTTrainer
 
+from ift.adapters import peft_config, trainable_summary
 from ift.config import TrainConfig
 from ift.modeling import bf16_supported, pick_device
 from ift.packing import PackedRowPadding
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+log = logging.getLogger(__name__)
 
 def uses_bf16(cfg: TrainConfig) -> bool:
     """Whether training runs under bf16 autocast (train.bf16; null: where the device has it natively)."""
@@ -39,7 +42,7 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
 
     device = pick_device()
     use_bf16 = uses_bf16(cfg)
-    examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.num_processes
     steps_per_epoch = math.ceil(num_examples / examples_per_step)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.num_train_epochs)
     return SFTConfig(
@@ -66,9 +69,11 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
         train_sampling_strategy=cfg.train_sampling_strategy,
         bf16=use_bf16,
         use_cpu=device.type == "cpu",
-        # Recomputing activations only saves memory, which small models do not need
-        # (TRL turns it on by default).
-        activation_checkpointing=False,
+        # Off unless asked for (TRL turns it on by default): it only saves memory, at a cost in time.
+        activation_checkpointing=cfg.gradient_checkpointing,
+        ddp_find_unused_parameters=False,  # every trained weight is used in every step (LoRA too)
+        fsdp=cfg.fsdp or None,
+        fsdp_config=dict(cfg.fsdp_config) or None,
         logging_steps=cfg.logging_steps,
         save_strategy="steps" if cfg.save_steps > 0 else "no",
         save_steps=cfg.save_steps or 500,  # (unused when save_strategy="no")
@@ -92,18 +97,23 @@ class AnswerOnlyHeadSFTTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
         labels = inputs["labels"][:, 1:]
+        labelled = labels != IGNORE_INDEX
         model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        # accelerate applies mixed precision by wrapping model.forward, which this bypasses.
+        # Through the model's own forward (as DDP and peft need), with transformers' logits_to_keep
+        # as a mask: the LM head runs where the next token is labelled, and nowhere else.
+        keep = F.pad(labelled, (0, 1), value=False)
         with self.accelerator.autocast():
-            hidden = model.base_model(**model_inputs, use_cache=False).last_hidden_state[:, :-1]
-            labelled = labels != IGNORE_INDEX
-            logits = model.get_output_embeddings()(hidden[labelled]).float()
+            logits = model(**model_inputs, use_cache=False, logits_to_keep=keep).logits.float()
         targets = labels[labelled]
         count = labelled.sum() if num_items_in_batch is None else num_items_in_batch
         # cross_entropy is nll_loss(log_softmax): computed apart, the log-probabilities also
         # serve the logged entropy, and the vocabulary-wide softmax runs once, not twice.
         log_probs = logits.log_softmax(-1)
         loss = F.nll_loss(log_probs, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # num_items_in_batch counts every process's tokens and DDP averages the gradients over
+            # processes: scale back, as transformers' own compute_loss does.
+            loss = loss * self.accelerator.num_processes
         with torch.no_grad():
             n = max(int(labelled.sum()), 1)
             self._metrics[mode]["entropy"].append(float(-(log_probs.exp() * log_probs).sum(-1).sum()) / n)
@@ -144,7 +154,9 @@ def make_trainer(
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=callbacks or [],
+        peft_config=peft_config(cfg.lora) if cfg.lora.enabled else None,  # TRL wraps the model with peft
     )
+    log.info("%s%s", trainable_summary(trainer.model), " (LoRA adapters)" if cfg.lora.enabled else "")
     if cfg.padding_free and cfg.pad_to_multiple_of:
         trainer.data_collator = PackedRowPadding(trainer.data_collator, cfg.pad_to_multiple_of)
     if trainer.pop_callback(ProgressCallback) is not None:  # (none when tqdm is off)
@@ -162,14 +174,15 @@ def run_sft(
     callbacks: list | None = None,
     resume_from: Path | None = None,
     desc: str = "finetuning",
-) -> dict[str, float]:
-    """Train `model` in place; return the last logged loss and the step count."""
+) -> tuple[Any, dict[str, float]]:
+    """Train `model` in place; return the trained model (with LoRA: its peft model), the last
+    logged loss and the step count."""
     trainer = make_trainer(model, tokenizer, dataset, cfg, seed, work_dir, callbacks, desc)
-    if resume_from is not None:
+    if resume_from is not None and not cfg.lora.enabled:  # (the Trainer restores an adapter fully itself)
         _restore_weights(model, resume_from)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"final_loss": losses[-1] if losses else float("nan"), "global_step": result.global_step}
+    return trainer.model, {"final_loss": losses[-1] if losses else float("nan"), "global_step": result.global_step}
 
 
 def _restore_weights(model: PreTrainedModel, checkpoint: Path) -> None:

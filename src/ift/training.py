@@ -8,7 +8,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dvclive import Live
 from transformers.integrations import DVCLiveCallback
@@ -101,12 +101,14 @@ def finetune(
     cfg: TrainConfig,
     seed: int,
     work_dir: Path,
-    reports_dir: Path,
-) -> dict[str, float]:
-    """Instruction finetuning; training metrics and curves (dvclive) end up in `reports_dir`.
+    reports_dir: Path | None,
+) -> tuple[Any, dict[str, float]]:
+    """Instruction finetuning; return the trained model (with LoRA: the peft model) and a summary.
 
-    Checkpoints go to `work_dir` every `cfg.save_steps` steps. If `work_dir` holds a
-    complete checkpoint (a killed run with the same inputs), training resumes from it.
+    Training metrics and curves (dvclive) end up in `reports_dir`; None: this process does
+    not write them (a worker other than rank 0). Checkpoints go to `work_dir` every
+    `cfg.save_steps` steps. If `work_dir` holds a complete checkpoint (a killed run with the
+    same inputs), training resumes from it.
     """
     live_dir = work_dir / "dvclive"
     checkpoint = last_complete_checkpoint(work_dir) if work_dir.exists() else None
@@ -114,17 +116,20 @@ def finetune(
         step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
         log.info("resuming from checkpoint %s (step %d) of an interrupted run with the same inputs",
                  checkpoint, step)
-        if live_dir.exists():
+        if live_dir.exists() and reports_dir is not None:
             _truncate_curves(live_dir, step)
-    result = run_sft(model, tokenizer, train_dataset, cfg, seed, work_dir,
-                     callbacks=[dvclive_callback(live_dir, resume=checkpoint is not None and live_dir.exists())],
-                     resume_from=checkpoint)
+    callbacks = [] if reports_dir is None else [
+        dvclive_callback(live_dir, resume=checkpoint is not None and live_dir.exists())]
+    trained, result = run_sft(model, tokenizer, train_dataset, cfg, seed, work_dir, callbacks=callbacks,
+                              resume_from=checkpoint)
+    if reports_dir is None:
+        return trained, result
     reports_dir.mkdir(parents=True, exist_ok=True)
     metrics = {**read_json(live_dir / "metrics.json"),
                "smoothed": smoothed_curves(live_dir / "plots" / "metrics")}
     write_json(reports_dir / "metrics.json", metrics)
     shutil.copytree(live_dir / "plots", reports_dir / "plots", dirs_exist_ok=True)
-    return result
+    return trained, result
 
 
 def smoothed_curves(curves_dir: Path, window: int = SMOOTHING_WINDOW) -> dict[str, float]:
