@@ -56,8 +56,16 @@ def markdown(results: dict[str, Any]) -> str:
               f"- matrix-multiply peak measured in the same run: {t['matmul_peak_flops_per_second'] / 1e12:.2f} TFLOP/s"
               f" -> MFU {t['mfu']:.3f}",
               f"- {t['examples_per_step']} examples per optimizer step, alpaca-like lengths, "
-              f"{t['measured_steps']} steps timed after warm-up",
-              "", "## Pipeline (default, from scratch)", "", "| stage | seconds | peak memory (MiB) |",
+              f"{t['measured_steps']} steps timed after warm-up"]
+    if "train_footprints" in results:  # (older reports lack it)
+        lines += ["", "## Full finetuning vs LoRA (pythia-70m shape, same settings otherwise)", "",
+                  "Each in a fresh process; peak memory is the process's peak resident set size.", "",
+                  "| training | tokens/s | peak memory (MiB) | above the process's start (MiB) |",
+                  "| --- | ---: | ---: | ---: |"]
+        for name, f in results["train_footprints"].items():
+            lines.append(f"| {name} | {f['tokens_per_second']:.0f} | {f['peak_rss_mib']:.0f} | "
+                         f"{f['peak_rss_over_start_mib']:.0f} |")
+    lines += ["", "## Pipeline (default, from scratch)", "", "| stage | seconds | peak memory (MiB) |",
               "| --- | ---: | ---: |"]
     for stage, s in results["pipeline"]["stages"].items():
         lines.append(f"| {stage} | {s['seconds']:.1f} | {s['peak_rss_mib']:.0f} |")

@@ -18,7 +18,7 @@ from benchmarks.clocks import padding_waste
 from benchmarks.generation import bench_eval
 from benchmarks.pipeline import bench_pipeline, bench_whole_process
 from benchmarks.report import markdown
-from benchmarks.training import bench_train
+from benchmarks.training import bench_train, train_footprints
 from benchmarks.workloads import alpaca_like_lengths, demo_dataset, pythia_70m_shaped_model, synthetic_dataset
 from ift.config import load_params
 from ift.errors import UserError
@@ -81,6 +81,8 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         print(f"train: pythia-70m shape with train={train_preset}", file=sys.stderr, flush=True)
         train_cfg = validate(compose([f"train={train_preset}"], copy / "conf")).train
         train = bench_train(tokenizer, train_cfg)
+        print("train: full finetuning vs LoRA, memory and tokens/s", file=sys.stderr, flush=True)
+        footprints = train_footprints(copy / "models/base", train_cfg)
         # Padding waste with the train settings each kind of data is used with: the demo with
         # train/default (model=tiny), alpaca-like lengths with train/<train_preset>.
         waste = {}
@@ -114,6 +116,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         "whole_process_speedup_vs_tutorial": whole_process["speedup"],
         "eval": {"tiny": tiny, "pythia70m": pythia},
         "train": train,
+        "train_footprints": footprints,
         "pipeline": pipeline,
         "whole_process": whole_process,
     }

@@ -1,12 +1,14 @@
 """Our train step, timed: tokens/s and MFU on the pythia-70m shape; seconds per step of options.
 
-python -m benchmarks.training COPY CHANGE_JSON STEPS  prints tiny_step_seconds in a new process.
+python -m benchmarks.training step-seconds COPY CHANGE_JSON STEPS  prints tiny_step_seconds;
+python -m benchmarks.training footprint TOKENIZER_DIR TRAIN_JSON  prints footprint (both in a new process).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -23,7 +25,7 @@ from benchmarks.workloads import (
     pythia_70m_shaped_model,
     synthetic_dataset,
 )
-from ift.config import TrainConfig, load_params
+from ift.config import LoraConfig, TrainConfig, as_dict, load_params, validate
 
 
 def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2) -> dict[str, Any]:
@@ -83,11 +85,43 @@ def fresh_process_step_seconds(copy: Path, change: dict, steps: int = 100) -> fl
     on CPU): measured in one long-running process, where shapes repeat, unrounded packed
     rows look far cheaper than they are in a stage.
     """
-    out = subprocess.run([sys.executable, "-m", "benchmarks.training", str(copy), json.dumps(change), str(steps)],
+    out = subprocess.run([sys.executable, "-m", "benchmarks.training", "step-seconds", str(copy), json.dumps(change),
+                          str(steps)],
                          cwd=copy, check=True, capture_output=True, text=True,
                          env={**os.environ, "TQDM_DISABLE": "1"}).stdout
     return float(out.split()[-1])
 
 
+def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 6) -> dict[str, float]:
+    """bench_train with `cfg` in this process, and the process's peak memory (RSS) while training.
+
+    Run it in a fresh process (train_footprints): peak RSS only ever grows.
+    """
+    from ift.modeling import load_tokenizer
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    measured = bench_train(load_tokenizer(tokenizer_dir), cfg, steps=steps, warmup=2)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"tokens_per_second": measured["tokens_per_second"], "peak_rss_mib": peak,
+            "peak_rss_over_start_mib": peak - before}
+
+
+def train_footprints(tokenizer_dir: Path, cfg: TrainConfig) -> dict[str, dict[str, float]]:
+    """Full finetuning against LoRA (train.lora defaults) on the pythia-70m shape, each in a new process."""
+    options = {"full finetuning": cfg, "LoRA": TrainConfig(**{**vars(cfg), "lora": LoraConfig(enabled=True)})}
+    results = {}
+    for name, option in options.items():
+        out = subprocess.run([sys.executable, "-m", "benchmarks.training", "footprint", str(tokenizer_dir),
+                              json.dumps(as_dict(option))], cwd=Path(__file__).resolve().parents[1],
+                             check=True, capture_output=True, text=True,
+                             env={**os.environ, "TQDM_DISABLE": "1"}).stdout
+        results[name] = json.loads(out.strip().splitlines()[-1])
+    return results
+
+
 if __name__ == "__main__":
-    print(tiny_step_seconds(Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])))
+    if sys.argv[1] == "footprint":
+        cfg = validate({"train": json.loads(sys.argv[3])}).train
+        print(json.dumps(footprint(Path(sys.argv[2]), cfg)))
+    else:
+        print(tiny_step_seconds(Path(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])))

@@ -115,3 +115,13 @@ def test_ift_bench_outside_a_checkout_is_one_line(tmp_path):
     done = subprocess.run(["ift", "bench"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error:") and "not in a checkout" in done.stderr
+
+
+def test_report_shows_full_finetuning_beside_lora_when_measured():
+    results = json.loads(SAMPLE.read_text())
+    assert "## Full finetuning vs LoRA" not in markdown(results)  # older reports lack it
+    results["train_footprints"] = {
+        "full finetuning": {"tokens_per_second": 1200.0, "peak_rss_mib": 2100.0, "peak_rss_over_start_mib": 1500.0},
+        "LoRA": {"tokens_per_second": 1500.0, "peak_rss_mib": 1300.0, "peak_rss_over_start_mib": 700.0}}
+    text = markdown(results)
+    assert "| full finetuning | 1200 | 2100 | 1500 |" in text and "| LoRA | 1500 | 1300 | 700 |" in text

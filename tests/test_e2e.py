@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,74 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_same_model(repo_copy):
     assert train_reports(repo_copy) == uninterrupted_reports  # metrics and curves too
     assert not list(repo_copy.glob(".checkpoints/train-*"))  # finished runs clean up
     assert not list(repo_copy.glob("models/.tuned.*.tmp"))
+
+
+def test_two_processes_train_like_one_and_resume_after_a_kill(repo_copy):
+    """2 processes x batch 16 against the default 1 x 32 (same seed, same data order): the logged
+    losses agree closely and the tuned metrics within their noise. The launcher is SIGKILLed
+    after the first checkpoint: its workers stop, and the next `dvc repro` resumes."""
+    import signal
+    import time
+
+    import psutil
+
+    one = logged_losses(repo_copy)
+    one_metrics = json.loads((repo_copy / "reports/tuned/metrics.json").read_text())
+    run([sys.executable, "-m", "ift.config", "train.num_processes=2", "train.per_device_train_batch_size=16"],
+        repo_copy)
+    dvc = subprocess.Popen(["dvc", "repro", "--single-item", "train"], cwd=repo_copy, env=user_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(repo_copy.glob(".checkpoints/train-*/checkpoint-100/trainer_state.json")):
+        assert dvc.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+    stage = [p for p in psutil.Process(dvc.pid).children(recursive=True) if "stages/train.py" in " ".join(p.cmdline())]
+    launcher = next(p for p in stage if p.ppid() not in {q.pid for q in stage})
+    workers = launcher.children()
+    assert len(workers) == 2, workers
+    launcher.send_signal(signal.SIGKILL)  # the stage itself, as a power loss would: no cleanup at all
+    assert dvc.wait(timeout=60) != 0
+    psutil.wait_procs(workers, timeout=10)
+    assert not any(worker.is_running() for worker in workers), "workers outlived their launcher"
+
+    resumed = run(["dvc", "repro"], repo_copy)
+    assert "training in 2 processes under torchrun" in resumed
+    assert "resuming from checkpoint" in resumed and "(step 100)" in resumed
+    two = logged_losses(repo_copy)
+    assert two.keys() == one.keys()
+    for step in sorted(one)[:3]:  # before float differences compound
+        assert abs(two[step] - one[step]) <= 1e-3 * one[step], (step, one[step], two[step])
+    two_metrics = json.loads((repo_copy / "reports/tuned/metrics.json").read_text())
+    assert abs(two_metrics["exact_match"] - one_metrics["exact_match"]) <= 0.05, (one_metrics, two_metrics)
+    restore_committed(repo_copy)
+
+
+def test_lora_experiment_gives_a_plain_model_and_its_adapter(repo_copy):
+    from transformers import AutoModelForCausalLM
+
+    out = run(["dvc", "exp", "run", "-S", "train.lora.enabled=true"], repo_copy)
+    assert "(LoRA adapters)" in out and "training " in out
+    tuned = repo_copy / "models/tuned"
+    assert (tuned / "adapter/adapter_config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(tuned)  # without peft
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    metrics = {name: json.loads((repo_copy / f"reports/{name}/metrics.json").read_text())
+               for name in ("baseline", "tuned")}
+    assert metrics["tuned"]["exact_match"] - metrics["baseline"]["exact_match"] >= 0.3, metrics
+    restore_committed(repo_copy)
+
+
+def logged_losses(root: Path) -> dict[int, float]:
+    """{step: logged training loss} from the train stage's dvclive curve."""
+    rows = (root / "reports/train/plots/metrics/loss.tsv").read_text().splitlines()[1:]
+    return {int(step): float(loss) for step, loss in (row.split("\t") for row in rows if row)}
+
+
+def restore_committed(root: Path) -> None:
+    """Back to the committed params and results (outputs from DVC's cache), for the tests after."""
+    run(["git", "checkout", "--", "."], root)
+    run(["dvc", "checkout", "--force"], root)
+    assert "up to date" in run(["dvc", "status"], root)
 
 
 def train_reports(root: Path) -> dict[str, str]:

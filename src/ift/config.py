@@ -111,10 +111,10 @@ class LoraConfig:
     the adapter is saved beside it in models/tuned/adapter/."""
 
     enabled: bool = False
-    # r 16 with alpha 32 (peft's scaling alpha/r = 2) lets the tiny default learn at the default
-    # learning rate; a smaller alpha/r needs a higher learning rate.
-    r: int = 16
-    alpha: int = 32
+    # Rank 64 with the usual alpha = 2 x r: on the default (tiny model, train/default) smaller
+    # ranks or scales learned visibly less (reports/lora_defaults.md).
+    r: int = 64
+    alpha: int = 128
     dropout: float = 0.0
     # "all-linear": every Linear but the LM head (for GPT-NeoX: query_key_value, attention.dense,
     # dense_h_to_4h, dense_4h_to_h; peft's own default is query_key_value only), or a list of names.

@@ -27,6 +27,11 @@ def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def world_size() -> int:
+    """How many training processes run together (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def is_main_process() -> bool:
     """Rank 0 (or no launcher at all): the one process that writes outputs and reports."""
     return int(os.environ.get("RANK", "0")) == 0

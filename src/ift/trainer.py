@@ -17,6 +17,7 @@ from ift.adapters import peft_config, trainable_summary
 from ift.config import TrainConfig
 from ift.modeling import bf16_supported, pick_device
 from ift.packing import PackedRowPadding
+from ift.processes import world_size
 from ift.progress import ReadableProgressCallback
 from ift.tokenization import IGNORE_INDEX
 
@@ -42,7 +43,8 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
 
     device = pick_device()
     use_bf16 = uses_bf16(cfg)
-    examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * cfg.num_processes
+    # As in transformers: the global batch counts every process (torchrun's WORLD_SIZE).
+    examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world_size()
     steps_per_epoch = math.ceil(num_examples / examples_per_step)
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.num_train_epochs)
     return SFTConfig(
