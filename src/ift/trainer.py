@@ -158,7 +158,8 @@ def make_trainer(
         callbacks=callbacks or [],
         peft_config=peft_config(cfg.lora) if cfg.lora.enabled else None,  # TRL wraps the model with peft
     )
-    log.info("%s%s", trainable_summary(trainer.model), " (LoRA adapters)" if cfg.lora.enabled else "")
+    if trainer.is_world_process_zero():
+        log.info("%s%s", trainable_summary(trainer.model), " (LoRA adapters)" if cfg.lora.enabled else "")
     if cfg.padding_free and cfg.pad_to_multiple_of:
         trainer.data_collator = PackedRowPadding(trainer.data_collator, cfg.pad_to_multiple_of)
     if trainer.pop_callback(ProgressCallback) is not None:  # (none when tqdm is off)
