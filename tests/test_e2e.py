@@ -1,6 +1,7 @@
 """End to end: copy the repository to a temporary directory and run `dvc repro` there."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,16 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(repo_copy):
     psutil.wait_procs(workers, timeout=10)
     assert not any(worker.is_running() for worker in workers), "workers outlived their launcher"
 
+    # An error in the workers (here: a newer checkpoint without weights) is one line, from the launcher.
+    work_dir = next(repo_copy.glob(".checkpoints/train-*"))
+    (work_dir / "checkpoint-200").mkdir()
+    shutil.copy(work_dir / "checkpoint-100/trainer_state.json", work_dir / "checkpoint-200")
+    failed = run(["dvc", "repro"], repo_copy, check=False)
+    errors = [line for line in (failed.stdout + failed.stderr).splitlines() if line.startswith("error:")]
+    assert failed.returncode != 0 and len(errors) == 1, failed.stderr[-3000:]
+    assert "checkpoint-200" in errors[0] and "(training process " in errors[0], errors
+    shutil.rmtree(work_dir / "checkpoint-200")
+
     resumed = run(["dvc", "repro"], repo_copy)
     assert "training in 2 processes under torchrun" in resumed
     assert "resuming from checkpoint" in resumed and "(step 100)" in resumed
@@ -140,6 +151,7 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(repo_copy):
         assert abs(two[step] - one[step]) <= 1e-3 * one[step], (step, one[step], two[step])
     two_metrics = json.loads((repo_copy / "reports/tuned/metrics.json").read_text())
     assert abs(two_metrics["exact_match"] - one_metrics["exact_match"]) <= 0.05, (one_metrics, two_metrics)
+    assert not list(repo_copy.glob(".checkpoints/train-*")) and not list(repo_copy.glob("models/.tuned.*.tmp"))
     restore_committed(repo_copy)
 
 

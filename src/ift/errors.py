@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 DEBUG_ENV = "IFT_DEBUG"
+# Set by ift.processes for the training processes it launches under torchrun: their errors go
+# to the launcher (torchrun's per-process error file), which prints the first one.
+LAUNCHER_ENV = "IFT_LAUNCHER_PID"
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -33,6 +38,16 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+def _report(message: str) -> None:
+    """The one error line: on stderr, or, in a training process of ours, to its launcher."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file and os.environ.get(LAUNCHER_ENV):
+        with open(error_file, "w") as handle:  # the format torchrun's ProcessFailure reads
+            json.dump({"message": message, "timestamp": int(time.time())}, handle)
+        return
+    print(f"error: {message}", file=sys.stderr)
+
+
 def run_main(main: F) -> F:
     """Wrap a command's entry point: known errors print one line and exit 2 (1 for a crash).
 
@@ -49,17 +64,13 @@ def run_main(main: F) -> F:
         except UserError as exc:
             if debug_enabled():
                 raise
-            print(f"error: {one_line(str(exc))}", file=sys.stderr)
+            _report(one_line(str(exc)))
             sys.exit(2)
         except Exception as exc:  # an unexpected crash: still one line unless debugging
             if debug_enabled():
                 raise
             logging.getLogger("ift").debug("crash", exc_info=True)
-            print(
-                f"error: {type(exc).__name__}: {one_line(str(exc))} "
-                f"(set {DEBUG_ENV}=1 for the traceback)",
-                file=sys.stderr,
-            )
+            _report(f"{type(exc).__name__}: {one_line(str(exc))} (set {DEBUG_ENV}=1 for the traceback)")
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]

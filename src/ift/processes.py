@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from ift.errors import UserError
+from ift.errors import LAUNCHER_ENV, UserError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def run_under_torchrun(processes: int, script: str, args: list[str]) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(processes)))
     if not torch.cuda.is_available():
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo's own interface choice is unreliable
-    os.environ["IFT_PARENT_PID"] = str(os.getpid())
+    os.environ[LAUNCHER_ENV] = str(os.getpid())
     # Its banners, and its own report of a failed worker: the worker prints its error in one line.
     logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
     log.info("training in %d processes under torchrun (%s threads each)", processes, os.environ["OMP_NUM_THREADS"])
@@ -62,10 +62,10 @@ def run_under_torchrun(processes: int, script: str, args: list[str]) -> None:
                         script, *args]))
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
-        if failure.exitcode > 0:
-            sys.exit(failure.exitcode)  # the worker has printed its one-line error (ift.errors.run_main)
-        raise UserError(f"training process {rank} of {processes} was killed (signal {-failure.exitcode}); "
-                        "nothing was written: rerun `dvc repro` to resume from the last checkpoint") from None
+        if failure.exitcode > 0 and failure.error_file_data.get("message"):  # ift.errors.run_main's line
+            raise UserError(f"{failure.message} (training process {rank} of {processes})") from None
+        raise UserError(f"training process {rank} of {processes} ended ({failure.message}); no outputs were "
+                        "written: rerun `dvc repro` to resume from the last checkpoint") from None
 
 
 def exit_with_launcher() -> None:
@@ -73,7 +73,7 @@ def exit_with_launcher() -> None:
 
     A thread that polls: a SIGKILLed launcher cannot stop its workers itself.
     """
-    parent = os.environ.get("IFT_PARENT_PID")
+    parent = os.environ.get(LAUNCHER_ENV)
     if parent is None:
         return
 
