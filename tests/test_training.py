@@ -1,3 +1,6 @@
+import pytest
+import torch
+
 from ift.config import TrainConfig
 from ift.training import run_key
 
@@ -33,3 +36,27 @@ def test_training_progress_is_one_labelled_line_per_log():
     callback.on_log(None, state, None, logs={"loss": 3.94561, "learning_rate": 0.00052941, "epoch": 0.0885,
                                              "total_flos": 5.0})
     assert lines == ["finetuning step 10/339: loss 3.946  learning_rate 0.0005294"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [False, True])
+def test_gradient_checkpointing_trains_to_the_same_weights(tiny_tokenizer, tmp_path, lora):
+    from ift.config import LoraConfig, TinyModelConfig, TrainConfig
+    from ift.tiny import build_tiny_model
+    from ift.tokenization import build_dataset
+    from ift.trainer import run_sft
+    from tests.helpers import TRAIN_ROWS
+
+    arch = TinyModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           max_position_embeddings=256)
+    dataset, _ = build_dataset(TRAIN_ROWS * 4, tiny_tokenizer, max_length=256, source="rows")
+    weights = []
+    for checkpointing in (False, True):
+        cfg = TrainConfig(per_device_train_batch_size=4, bf16=False, max_steps=3, save_steps=0, learning_rate=1e-2,
+                          gradient_checkpointing=checkpointing, lora=LoraConfig(enabled=lora, r=4, alpha=8))
+        model, _ = run_sft(build_tiny_model(arch, tiny_tokenizer, 0), tiny_tokenizer, dataset, cfg, 0,
+                           tmp_path / str(checkpointing))
+        assert model.is_gradient_checkpointing == checkpointing
+        weights.append({name: p.detach().clone() for name, p in model.named_parameters()})
+    for name in weights[0]:  # recomputing activations changes memory, not results
+        assert torch.equal(weights[0][name], weights[1][name]), name
