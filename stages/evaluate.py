@@ -26,6 +26,7 @@ from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl, write_text
 from ift.modeling import load_model, load_tokenizer
 from ift.report import comparison_markdown, comparison_plot_rows, generation_warnings
+from ift.threads import share_cores
 
 log = logging.getLogger("ift.evaluate")
 TIMINGS_DIR = Path("reports/timings")
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--comparison", type=Path, help="where to write the Markdown comparison")
     parser.add_argument("--environment", type=Path, required=True, help="where to record what decides float rounding")
     args = parser.parse_args()
+    share_cores()  # its share when other jobs run beside it (dvc queue start -j N)
     set_offline()
     params = load_params()
     cfg = params.eval

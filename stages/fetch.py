@@ -17,6 +17,7 @@ from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
 from ift.io import atomic_dir, write_json, write_jsonl
 from ift.modeling import fetch_base_model, save_model
+from ift.threads import share_cores
 from ift.tiny import PRETRAINING_DTYPE
 
 log = logging.getLogger("ift.fetch")
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("model_dir")
     parser.add_argument("--environment", type=Path, required=True, help="where to record what decides float rounding")
     args = parser.parse_args()
+    share_cores()  # its share when other jobs run beside it (dvc queue start -j N)
     params = load_params()  # the whole file: a typo in any section stops the first stage that runs
     check_trainer_choices(params.train, PARAMS_FILE)  # here too, so a fresh clone fails before any output
 

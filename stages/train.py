@@ -23,8 +23,9 @@ from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 from ift.modeling import load_model, load_tokenizer, save_model
-from ift.processes import exit_with_launcher, is_main_process, launched_by_torchrun, run_under_torchrun
+from ift.processes import exit_with_launcher, is_main_process, launched_by_torchrun, run_under_torchrun, world_size
 from ift.report import model_card
+from ift.threads import share_cores
 from ift.tokenization import build_dataset
 from ift.trainer import compute_dtype
 from ift.training import finetune, run_key
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--data-meta", type=Path, required=True, help="fetch's data metadata (for the model card)")
     parser.add_argument("--environment", type=Path, required=True, help="where to record what decides float rounding")
     args = parser.parse_args()
+    share_cores()  # its share when other jobs run beside it (dvc queue start -j N)
     set_offline()
     params = load_params()
     cfg = params.train
@@ -78,7 +80,7 @@ def main() -> None:
         card = model_card(read_json(args.base_dir / "metadata.json"), read_json(args.data_meta),
                           as_dict(cfg), params.seed, result)
         write_text(model_tmp / "README.md", card)
-    write_json(args.environment, fingerprint(compute_dtype(cfg)))
+    write_json(args.environment, fingerprint(compute_dtype(cfg), world_size()))
     shutil.rmtree(work_dir, ignore_errors=True)  # the run finished: its checkpoints are not needed
     log.info("trained %d steps, last logged training loss %.4f", result["global_step"], result["final_loss"])
 

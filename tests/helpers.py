@@ -79,9 +79,10 @@ def user_env() -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> str | subprocess.CompletedProcess:
-    """Run a command the way a user would in the project; return its output (or the process)."""
-    result = subprocess.run(cmd, cwd=cwd, env=user_env(), capture_output=True, text=True)
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
+        ) -> str | subprocess.CompletedProcess:
+    """Run a command the way a user would in the project (`env` added); return its output (or the process)."""
+    result = subprocess.run(cmd, cwd=cwd, env={**user_env(), **(env or {})}, capture_output=True, text=True)
     if not check:
         return result
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

@@ -50,6 +50,50 @@ def test_dvc_repro_builds_everything_then_does_nothing(repo_copy):
     assert "Data and pipelines are up to date" in second
 
 
+@pytest.mark.parametrize("storage", ["directory", "s3"])
+def test_a_teammate_pulls_the_exact_artifacts_and_reruns_nothing(repo_copy, tmp_path, storage, request):
+    """README "Share with your team": push from one clone, pull into a fresh one (its own empty
+    cache): byte-identical artifacts, and `dvc repro` runs no stage."""
+    env = {}
+    commands = [["dvc", "remote", "add", "-d", "-f", "team", str(tmp_path / "store")]]
+    if storage == "s3":
+        server = request.getfixturevalue("s3_server")
+        env = server["env"]
+        commands = [["dvc", "remote", "add", "-d", "-f", "team", "s3://team-artifacts/store"],
+                    ["dvc", "remote", "modify", "team", "endpointurl", server["endpoint"]]]
+    for command in commands:
+        run(command, repo_copy)
+    run(["git", "add", "-A"], repo_copy)
+    run(["git", "commit", "-qm", f"results, shared on a {storage} remote"], repo_copy)
+    run(["dvc", "push", "--run-cache"], repo_copy, env=env)
+
+    teammate = tmp_path / "teammate"
+    run(["git", "clone", "-q", str(repo_copy), str(teammate)], tmp_path)
+    run(["dvc", "pull"], teammate, env=env)
+    for out in locked_outputs(repo_copy):
+        assert tree_bytes(teammate / out) == tree_bytes(repo_copy / out), out
+    assert "up to date" in run(["dvc", "status"], teammate)
+    assert "Running stage" not in run(["dvc", "repro"], teammate, env=env)
+    # The model artifact (dvc.yaml `artifacts:`), as a consumer without the pipeline gets it.
+    run(["dvc", "artifacts", "get", str(repo_copy), "tuned", "-o", str(tmp_path / "shipped")], tmp_path, env=env)
+    assert tree_bytes(tmp_path / "shipped") == {path.replace("tuned/", "shipped/", 1): data for path, data
+                                                 in tree_bytes(repo_copy / "models/tuned").items()}
+
+
+def locked_outputs(root: Path) -> list[str]:
+    """Every output path dvc.lock records."""
+    import yaml
+
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return [out["path"] for stage in stages.values() for out in stage.get("outs", [])]
+
+
+def tree_bytes(path: Path) -> dict[str, bytes]:
+    """{relative path: bytes} of a file or of every file under a directory."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path.parent)): p.read_bytes() for p in files}
+
+
 def test_plots_render_offline_with_a_colour_and_an_interval_per_model(repo_copy):
     import vl_convert
 
@@ -168,6 +212,53 @@ def test_lora_experiment_gives_a_plain_model_and_its_adapter(repo_copy):
                for name in ("baseline", "tuned")}
     assert metrics["tuned"]["exact_match"] - metrics["baseline"]["exact_match"] >= 0.3, metrics
     restore_committed(repo_copy)
+
+
+def test_a_queued_sweep_runs_two_at_a_time_and_compares_itself(repo_copy):
+    """README's sweep: three queued learning rates, `dvc queue start -j 2`; every experiment
+    finishes, the two workers share the cores, and DVC compares them (metrics with standard
+    errors, loss curves drawn together)."""
+    import time
+
+    import yaml
+
+    run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=3e-4,1e-3,3e-3", "-S", "train.max_steps=30"],
+        repo_copy)
+    run(["dvc", "queue", "start", "-j", "2"], repo_copy)
+    deadline = time.time() + 900
+    while any(state in (status := run(["dvc", "queue", "status"], repo_copy)) for state in ("Queued", "Running")):
+        assert time.time() < deadline, status
+        time.sleep(2)
+    assert status.count("Success") == 3, status
+
+    shown = json.loads(run_stdout(["dvc", "exp", "show", "--json"], repo_copy))
+    sweep = {rev["rev"]: rev["data"] for row in shown for exp in (row.get("experiments") or [])
+             for rev in exp["revs"] if rev["data"]["params"]["params.yaml"]["data"]["train"]["max_steps"] == 30}
+    rates = sorted(data["params"]["params.yaml"]["data"]["train"]["learning_rate"] for data in sweep.values())
+    assert rates == [3e-4, 1e-3, 3e-3], sweep.keys()
+    for data in sweep.values():
+        assert {"exact_match", "exact_match_stderr"} <= set(data["metrics"]["reports/tuned/metrics.json"]["data"])
+
+    def train_threads(sha: str) -> int:  # from the experiment's environment record, in DVC's cache
+        lock = yaml.safe_load(run_stdout(["git", "show", f"{sha}:dvc.lock"], repo_copy))
+        md5 = next(out["md5"] for out in lock["stages"]["train"]["outs"]
+                   if out["path"] == "reports/environment/train.json")
+        return json.loads((repo_copy / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).read_text())["threads"]
+
+    import torch
+
+    alone = torch.get_num_threads()
+    shared = [train_threads(sha) for sha in sweep]
+    assert sorted(shared)[:2] == [max(1, alone // 2)] * 2, shared  # the two that ran side by side
+
+    curves = json.loads(run_stdout(["dvc", "plots", "diff", *sweep, "--json"], repo_copy))
+    rows = curves["data"]["Training loss"][0]["content"]["data"]["values"]
+    assert {row["rev"] for row in rows} >= set(sweep)
+
+
+def run_stdout(cmd: list[str], cwd: Path) -> str:
+    """A command's standard output alone (for JSON), run as a user would."""
+    return subprocess.run(cmd, cwd=cwd, env=user_env(), capture_output=True, text=True, check=True).stdout
 
 
 def logged_losses(root: Path) -> dict[int, float]:

@@ -10,7 +10,7 @@ from ift.processes import is_main_process, launched_by_torchrun, threads_per_pro
 
 
 def test_threads_are_shared_between_processes(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("torch.get_num_threads", lambda: 8)
     assert [threads_per_process(n) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
 
 

@@ -70,14 +70,16 @@ def _version(package: str) -> str | None:
         return None
 
 
-def fingerprint(dtype: str) -> dict:
-    """Everything that decides this process's float rounding; `dtype` is what the stage computes in."""
+def fingerprint(dtype: str, processes: int = 1) -> dict:
+    """Everything that decides this process's float rounding; `dtype` is what the stage computes in,
+    `processes` how many training processes split each batch."""
     import torch
 
     return {
         "cpu": cpu(),
         "gpu": gpu(),
         "threads": torch.get_num_threads(),
+        "processes": processes,
         "dtype": dtype,
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in PACKAGES},

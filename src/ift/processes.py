@@ -38,8 +38,8 @@ def is_main_process() -> bool:
 
 
 def threads_per_process(processes: int) -> int:
-    """CPU threads for each of `processes` processes sharing this machine's cores (at least 1)."""
-    return max(1, (os.cpu_count() or 1) // processes)
+    """CPU threads for each of `processes` processes sharing this job's threads (at least 1)."""
+    return max(1, torch.get_num_threads() // processes)
 
 
 def run_under_torchrun(processes: int, script: str, args: list[str]) -> None:
