@@ -74,7 +74,8 @@ def test_a_teammate_pulls_the_exact_artifacts_and_reruns_nothing(repo_copy, tmp_
         assert tree_bytes(teammate / out) == tree_bytes(repo_copy / out), out
     assert "up to date" in run(["dvc", "status"], teammate)
     assert "Running stage" not in run(["dvc", "repro"], teammate, env=env)
-    # The model artifact (dvc.yaml `artifacts:`), as a consumer without the pipeline gets it.
+    # The model artifact (dvc.yaml `artifacts:`), versioned by a GTO tag, as a consumer without the pipeline gets it.
+    run(["git", "tag", "-f", "-a", "tuned@v1.0.0", "-m", "The tuned model"], repo_copy)
     run(["dvc", "artifacts", "get", str(repo_copy), "tuned", "-o", str(tmp_path / "shipped")], tmp_path, env=env)
     assert tree_bytes(tmp_path / "shipped") == {path.replace("tuned/", "shipped/", 1): data for path, data
                                                  in tree_bytes(repo_copy / "models/tuned").items()}
@@ -222,8 +223,8 @@ def test_a_queued_sweep_runs_two_at_a_time_and_compares_itself(repo_copy):
 
     import yaml
 
-    run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=3e-4,1e-3,3e-3", "-S", "train.max_steps=30"],
-        repo_copy)
+    run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=3e-4,1e-3,3e-3", "-S", "train.max_steps=30",
+         "-S", "eval.limit=200"], repo_copy)  # (short runs: what is tested is the queue)
     run(["dvc", "queue", "start", "-j", "2"], repo_copy)
     deadline = time.time() + 900
     while any(state in (status := run(["dvc", "queue", "status"], repo_copy)) for state in ("Queued", "Running")):
