@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -92,16 +91,26 @@ def fresh_process_step_seconds(copy: Path, change: dict, steps: int = 100) -> fl
     return float(out.split()[-1])
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory: Linux's VmHWM, which, unlike getrusage's ru_maxrss,
+    does not carry over the parent's memory from before exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (the memory measurement needs Linux)")
+
+
 def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 6) -> dict[str, float]:
     """bench_train with `cfg` in this process, and the process's peak memory (RSS) while training.
 
-    Run it in a fresh process (train_footprints): peak RSS only ever grows.
+    Run it in a fresh process (train_footprints): the peak only ever grows.
     """
     from ift.modeling import load_tokenizer
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    measured = bench_train(load_tokenizer(tokenizer_dir), cfg, steps=steps, warmup=2)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tokenizer = load_tokenizer(tokenizer_dir)
+    before = peak_rss_mib()
+    measured = bench_train(tokenizer, cfg, steps=steps, warmup=2)
+    peak = peak_rss_mib()
     return {"tokens_per_second": measured["tokens_per_second"], "peak_rss_mib": peak,
             "peak_rss_over_start_mib": peak - before}
 

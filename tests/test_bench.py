@@ -125,3 +125,18 @@ def test_report_shows_full_finetuning_beside_lora_when_measured():
         "LoRA": {"tokens_per_second": 1500.0, "peak_rss_mib": 1300.0, "peak_rss_over_start_mib": 700.0}}
     text = markdown(results)
     assert "| full finetuning | 1200 | 2100 | 1500 |" in text and "| LoRA | 1500 | 1300 | 700 |" in text
+
+
+def test_peak_memory_is_this_process_own():
+    import subprocess
+    import sys
+
+    from benchmarks.training import peak_rss_mib
+
+    before = peak_rss_mib()
+    block = bytearray(300 * 2**20)
+    assert peak_rss_mib() - before >= 250 and block
+    # A fresh process does not inherit this one's peak (getrusage's ru_maxrss would).
+    code = "from benchmarks.training import peak_rss_mib; print(peak_rss_mib())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert child < before + 250
