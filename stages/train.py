@@ -23,7 +23,14 @@ from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 from ift.modeling import load_model, load_tokenizer, save_model
-from ift.processes import exit_with_launcher, is_main_process, launched_by_torchrun, run_under_torchrun, world_size
+from ift.processes import (
+    exit_with_launcher,
+    is_local_main_process,
+    is_main_process,
+    launched_by_torchrun,
+    run_under_torchrun,
+    world_size,
+)
 from ift.report import model_card
 from ift.threads import share_cores
 from ift.tokenization import build_dataset
@@ -70,6 +77,8 @@ def main() -> None:
     work_dir = CHECKPOINTS / f"train-{run_key(params.seed, cfg, inputs)}"
     if not is_main_process():
         finetune(model, tokenizer, dataset, cfg, params.seed, work_dir, reports_dir=None)
+        if is_local_main_process():  # another machine's checkpoints (train.num_processes across machines)
+            shutil.rmtree(work_dir, ignore_errors=True)
         return
     with atomic_dir(args.reports_dir) as reports_tmp, atomic_dir(args.out_dir) as model_tmp:
         trained, result = finetune(model, tokenizer, dataset, cfg, params.seed, work_dir, reports_tmp)

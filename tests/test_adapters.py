@@ -116,3 +116,9 @@ def test_four_bit_weights_without_a_cuda_gpu_are_one_clear_error(monkeypatch):
 def test_bad_lora_settings_name_the_key(lora, message):
     with pytest.raises(UserError, match=message):
         validate({"train": {"lora": lora}})
+
+
+def test_fsdp_with_lora_is_refused():
+    with pytest.raises(UserError, match="train.fsdp=full_shard cannot be combined with train.lora.enabled"):
+        validate({"train": {"fsdp": "full_shard", "lora": {"enabled": True}}})
+    assert validate({"train": {"fsdp": "full_shard"}}).train.fsdp == "full_shard"

@@ -2,6 +2,7 @@
 the real two-process runs are in tests/test_e2e.py)."""
 
 import json
+import os
 
 import pytest
 
@@ -34,7 +35,7 @@ def test_a_training_process_hands_its_error_line_to_the_launcher(tmp_path, monke
 
     error_file = tmp_path / "error.json"
     monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
-    monkeypatch.setenv(LAUNCHER_ENV, "123")
+    monkeypatch.setenv(LAUNCHER_ENV, str(os.getppid()))  # this process's parent launched it
     with pytest.raises(SystemExit) as exit_:
         _fails()
     assert exit_.value.code == 2 and capsys.readouterr().err == ""  # the launcher prints it, once
@@ -42,7 +43,26 @@ def test_a_training_process_hands_its_error_line_to_the_launcher(tmp_path, monke
     assert failure.message == "data/x.csv: line 3: empty answer"  # as torchrun reads it back
     assert json.loads(error_file.read_text())["message"] == failure.message
 
-    monkeypatch.delenv(LAUNCHER_ENV)  # not one of our training processes: the line is printed
-    with pytest.raises(SystemExit):
-        _fails()
-    assert capsys.readouterr().err == "error: data/x.csv: line 3: empty answer\n"
+    for launcher in (str(os.getpid()), None):  # the launcher itself, and no launcher: the line is printed
+        if launcher is None:
+            monkeypatch.delenv(LAUNCHER_ENV)
+        else:
+            monkeypatch.setenv(LAUNCHER_ENV, launcher)
+        with pytest.raises(SystemExit):
+            _fails()
+        assert capsys.readouterr().err == "error: data/x.csv: line 3: empty answer\n"
+
+
+def test_a_checkpoint_of_several_processes_needs_every_rng_state(tmp_path, monkeypatch):
+    from ift.training import last_complete_checkpoint
+
+    for step, ranks in ((100, (0, 1)), (200, (0,))):  # the kill came before rank 1 wrote step 200's
+        checkpoint = tmp_path / f"checkpoint-{step}"
+        checkpoint.mkdir()
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        for rank in ranks:
+            (checkpoint / f"rng_state_{rank}.pth").write_bytes(b"")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-100"
+    monkeypatch.delenv("WORLD_SIZE")
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-200"

@@ -233,6 +233,8 @@ def _check_ranges(params: Params, source: str) -> None:
         (not t.lora.load_in_4bit or t.lora.enabled, "train.lora.load_in_4bit", t.lora.load_in_4bit,
          "needs train.lora.enabled=true (4-bit weights cannot be trained themselves)"),
         (t.num_processes >= 1, "train.num_processes", t.num_processes, "must be >= 1"),
+        (not (t.fsdp and t.lora.enabled), "train.fsdp", t.fsdp, "cannot be combined with train.lora.enabled=true "
+         "here (a sharded adapter is not merged): use one or the other"),
         (t.attn_implementation in ATTN_IMPLEMENTATIONS, "train.attn_implementation", t.attn_implementation,
          f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}"),
         (d.source in DATA_SOURCES, "data.source", d.source, f"must be one of {', '.join(DATA_SOURCES)}"),

@@ -41,7 +41,7 @@ def one_line(message: str) -> str:
 def _report(message: str) -> None:
     """The one error line: on stderr, or, in a training process of ours, to its launcher."""
     error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if error_file and os.environ.get(LAUNCHER_ENV):
+    if error_file and os.environ.get(LAUNCHER_ENV) == str(os.getppid()):
         with open(error_file, "w") as handle:  # the format torchrun's ProcessFailure reads
             json.dump({"message": message, "timestamp": int(time.time())}, handle)
         return

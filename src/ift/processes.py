@@ -32,6 +32,16 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_world_size() -> int:
+    """How many of those run on this machine."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def is_local_main_process() -> bool:
+    """The first process on this machine (it owns the machine's checkpoint directory)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
 def is_main_process() -> bool:
     """Rank 0 (or no launcher at all): the one process that writes outputs and reports."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -62,7 +72,8 @@ def run_under_torchrun(processes: int, script: str, args: list[str]) -> None:
                         script, *args]))
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
-        if failure.exitcode > 0 and failure.error_file_data.get("message"):  # ift.errors.run_main's line
+        message = failure.error_file_data.get("message")
+        if failure.exitcode > 0 and isinstance(message, str) and message not in ("", "<NONE>"):  # run_main's line
             raise UserError(f"{failure.message} (training process {rank} of {processes})") from None
         raise UserError(f"training process {rank} of {processes} ended ({failure.message}); no outputs were "
                         "written: rerun `dvc repro` to resume from the last checkpoint") from None

@@ -15,9 +15,9 @@ from trl import SFTTrainer
 
 from ift.adapters import peft_config, trainable_summary
 from ift.config import TrainConfig
-from ift.modeling import bf16_supported, pick_device
+from ift.modeling import bf16_supported, load_model, pick_device
 from ift.packing import PackedRowPadding
-from ift.processes import world_size
+from ift.processes import local_world_size, world_size
 from ift.progress import ReadableProgressCallback
 from ift.tokenization import IGNORE_INDEX
 
@@ -80,6 +80,7 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
         save_strategy="steps" if cfg.save_steps > 0 else "no",
         save_steps=cfg.save_steps or 500,  # (unused when save_strategy="no")
         save_total_limit=2,  # the last complete checkpoint survives a kill during the next save
+        save_on_each_node=local_world_size() != world_size(),  # several machines: each resumes from its own
         report_to="none",
         disable_tqdm=False,
         dataloader_num_workers=0,
@@ -185,7 +186,13 @@ def run_sft(
         _restore_weights(model, resume_from)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return trainer.model, {"final_loss": losses[-1] if losses else float("nan"), "global_step": result.global_step}
+    summary = {"final_loss": losses[-1] if losses else float("nan"), "global_step": result.global_step}
+    if not trainer.is_fsdp_enabled:
+        return trainer.model, summary
+    # FSDP holds the weights in shards: gathering them is collective, so every process saves
+    # (rank 0 writes) and rank 0 reloads the whole model. Written for GPUs, not verified here.
+    trainer.save_model(str(work_dir / "fsdp-final"))
+    return (load_model(work_dir / "fsdp-final") if trainer.is_world_process_zero() else None), summary
 
 
 def _restore_weights(model: PreTrainedModel, checkpoint: Path) -> None:

@@ -15,6 +15,7 @@ from transformers.integrations import DVCLiveCallback
 
 from ift.config import TrainConfig
 from ift.io import read_json, write_json
+from ift.processes import world_size
 from ift.trainer import run_sft
 
 if TYPE_CHECKING:
@@ -77,12 +78,16 @@ def last_complete_checkpoint(work_dir: Path) -> Path | None:
     holds everything (weights, optimizer, scheduler, RNG states).
     """
     checkpoints = sorted(work_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    # Several processes each write their RNG state, unsynchronised with rank 0's trainer_state.json.
+    rng_files = [f"rng_state_{rank}.pth" for rank in range(world_size())] if world_size() > 1 else []
     for checkpoint in checkpoints:
         try:
             json.loads((checkpoint / "trainer_state.json").read_text())
-            return checkpoint
+            if all((checkpoint / name).exists() for name in rng_files):
+                return checkpoint
         except (OSError, ValueError):
-            log.warning("ignoring incomplete checkpoint %s", checkpoint)
+            pass
+        log.warning("ignoring incomplete checkpoint %s", checkpoint)
     return None
 
 
