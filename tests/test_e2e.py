@@ -179,7 +179,8 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(repo_copy):
     # An error in the workers (here: a newer checkpoint without weights) is one line, from the launcher.
     work_dir = next(repo_copy.glob(".checkpoints/train-*"))
     (work_dir / "checkpoint-200").mkdir()
-    shutil.copy(work_dir / "checkpoint-100/trainer_state.json", work_dir / "checkpoint-200")
+    for done in ("trainer_state.json", "rng_state_0.pth", "rng_state_1.pth"):  # complete, but for the weights
+        shutil.copy(work_dir / "checkpoint-100" / done, work_dir / "checkpoint-200")
     failed = run(["dvc", "repro"], repo_copy, check=False)
     errors = [line for line in (failed.stdout + failed.stderr).splitlines() if line.startswith("error:")]
     assert failed.returncode != 0 and len(errors) == 1, failed.stderr[-3000:]
