@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ift.evaluation import METRIC_KEYS
+from ift.verify import locked_outputs
 from tests.helpers import copy_repo, run, user_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -70,7 +71,7 @@ def test_a_teammate_pulls_the_exact_artifacts_and_reruns_nothing(repo_copy, tmp_
     teammate = tmp_path / "teammate"
     run(["git", "clone", "-q", str(repo_copy), str(teammate)], tmp_path)
     run(["dvc", "pull"], teammate, env=env)
-    for out in locked_outputs(repo_copy):
+    for out in locked_outputs(repo_copy / "dvc.lock"):
         assert tree_bytes(teammate / out) == tree_bytes(repo_copy / out), out
     assert "up to date" in run(["dvc", "status"], teammate)
     assert "Running stage" not in run(["dvc", "repro"], teammate, env=env)
@@ -79,14 +80,6 @@ def test_a_teammate_pulls_the_exact_artifacts_and_reruns_nothing(repo_copy, tmp_
     run(["dvc", "artifacts", "get", str(repo_copy), "tuned", "-o", str(tmp_path / "shipped")], tmp_path, env=env)
     assert tree_bytes(tmp_path / "shipped") == {path.replace("tuned/", "shipped/", 1): data for path, data
                                                  in tree_bytes(repo_copy / "models/tuned").items()}
-
-
-def locked_outputs(root: Path) -> list[str]:
-    """Every output path dvc.lock records."""
-    import yaml
-
-    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    return [out["path"] for stage in stages.values() for out in stage.get("outs", [])]
 
 
 def tree_bytes(path: Path) -> dict[str, bytes]:

@@ -74,7 +74,7 @@ def run_under_torchrun(processes: int, script: str, args: list[str]) -> None:
         rank, failure = exc.get_first_failure()
         message = failure.error_file_data.get("message")
         if failure.exitcode > 0 and isinstance(message, str) and message not in ("", "<NONE>"):  # run_main's line
-            raise UserError(f"{failure.message} (training process {rank} of {processes})") from None
+            raise UserError(f"{message} (training process {rank} of {processes})") from None
         raise UserError(f"training process {rank} of {processes} ended ({failure.message}); no outputs were "
                         "written: rerun `dvc repro` to resume from the last checkpoint") from None
 

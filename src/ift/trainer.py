@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def uses_bf16(cfg: TrainConfig) -> bool:
     """Whether training runs under bf16 autocast (train.bf16; null: where the device has it natively)."""
     return bf16_supported(pick_device()) if cfg.bf16 is None else cfg.bf16
