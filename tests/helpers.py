@@ -6,6 +6,9 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ift.verify import commit_all
@@ -87,6 +90,34 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | Non
         return result
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
+
+
+
+@contextmanager
+def repro_past_first_checkpoint(repo: Path, *args: str) -> Iterator[subprocess.Popen]:
+    """`dvc repro args` running in the background, once its first checkpoint is on disk.
+
+    Whatever the test does with it, nothing of it outlives the block: a test that fails midway
+    must not leave a stage writing into the repository the next tests use.
+    """
+    import psutil
+
+    dvc = subprocess.Popen(["dvc", "repro", *args], cwd=repo, env=user_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not list(repo.glob(".checkpoints/train-*/checkpoint-100/trainer_state.json")):
+            assert dvc.poll() is None and time.time() < deadline, "no checkpoint was written"
+            time.sleep(0.2)
+        yield dvc
+    finally:
+        if dvc.poll() is None:
+            tree = psutil.Process(dvc.pid).children(recursive=True)
+            for process in tree:
+                process.kill()
+            dvc.kill()
+            psutil.wait_procs(tree, timeout=30)
+            dvc.wait(timeout=30)
 
 
 def save_pythia_like(directory, with_padding_entry=True):

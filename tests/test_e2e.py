@@ -10,7 +10,7 @@ import pytest
 
 from ift.evaluation import METRIC_KEYS
 from ift.verify import locked_outputs
-from tests.helpers import copy_repo, run, user_env
+from tests.helpers import copy_repo, repro_past_first_checkpoint, run, user_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -114,24 +114,17 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_same_model(repo_copy):
     finishes with the same weights as the uninterrupted run."""
     import hashlib
     import signal
-    import subprocess
-    import time
 
     import psutil
 
     weights = repo_copy / "models/tuned/model.safetensors"
     uninterrupted = hashlib.md5(weights.read_bytes()).hexdigest()
     uninterrupted_reports = train_reports(repo_copy)
-    dvc = subprocess.Popen(["dvc", "repro", "--force", "--single-item", "train"], cwd=repo_copy, env=user_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list(repo_copy.glob(".checkpoints/train-*/checkpoint-100/trainer_state.json")):
-        assert dvc.poll() is None and time.time() < deadline, "no checkpoint was written"
-        time.sleep(0.2)
-    for child in psutil.Process(dvc.pid).children(recursive=True):
-        if "stages/train.py" in " ".join(child.cmdline()):
-            child.send_signal(signal.SIGKILL)  # as a power loss would: no cleanup at all
-    assert dvc.wait(timeout=60) != 0
+    with repro_past_first_checkpoint(repo_copy, "--force", "--single-item", "train") as dvc:
+        for child in psutil.Process(dvc.pid).children(recursive=True):
+            if "stages/train.py" in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGKILL)  # as a power loss would: no cleanup at all
+        assert dvc.wait(timeout=60) != 0
 
     resumed = run(["dvc", "repro"], repo_copy)
     assert "resuming from checkpoint" in resumed and "(step 100)" in resumed
@@ -146,7 +139,6 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(repo_copy):
     losses agree closely and the tuned metrics within their noise. The launcher is SIGKILLed
     after the first checkpoint: its workers stop, and the next `dvc repro` resumes."""
     import signal
-    import time
 
     import psutil
 
@@ -154,19 +146,15 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(repo_copy):
     one_metrics = json.loads((repo_copy / "reports/tuned/metrics.json").read_text())
     run([sys.executable, "-m", "ift.config", "train.num_processes=2", "train.per_device_train_batch_size=16"],
         repo_copy)
-    dvc = subprocess.Popen(["dvc", "repro", "--single-item", "train"], cwd=repo_copy, env=user_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list(repo_copy.glob(".checkpoints/train-*/checkpoint-100/trainer_state.json")):
-        assert dvc.poll() is None and time.time() < deadline, "no checkpoint was written"
-        time.sleep(0.2)
-    stage = [p for p in psutil.Process(dvc.pid).children(recursive=True) if "stages/train.py" in " ".join(p.cmdline())]
-    launcher = next(p for p in stage if p.ppid() not in {q.pid for q in stage})
-    workers = launcher.children()
-    assert len(workers) == 2, workers
-    launcher.send_signal(signal.SIGKILL)  # the stage itself, as a power loss would: no cleanup at all
-    assert dvc.wait(timeout=60) != 0
-    psutil.wait_procs(workers, timeout=10)
+    with repro_past_first_checkpoint(repo_copy, "--single-item", "train") as dvc:
+        # torchrun gives each worker a LOCAL_RANK; their parent is the stage (a shell may sit above it).
+        workers = [p for p in psutil.Process(dvc.pid).children(recursive=True) if "LOCAL_RANK" in p.environ()]
+        assert len(workers) == 2, workers
+        launcher = workers[0].parent()
+        assert all(worker.ppid() == launcher.pid for worker in workers), workers
+        launcher.send_signal(signal.SIGKILL)  # the stage itself, as a power loss would: no cleanup at all
+        assert dvc.wait(timeout=60) != 0
+        psutil.wait_procs(workers, timeout=10)
     assert not any(worker.is_running() for worker in workers), "workers outlived their launcher"
 
     # An error in the workers (here: a newer checkpoint without weights) is one line, from the launcher.
