@@ -10,7 +10,7 @@ from typing import Any
 from benchmarks.timed_process import measured
 from ift.verify import subprocess_env
 
-STAGES = ("fetch", "hydrate", "baseline_eval", "train", "tuned_eval")
+STAGES = ("fetch", "hydrate", "baseline_eval", "train", "tuned_eval", "publish")
 
 
 def bench_pipeline(copy: Path) -> dict[str, Any]:

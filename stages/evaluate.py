@@ -1,10 +1,10 @@
 """Stages baseline_eval and tuned_eval: generate answers for the test split and score them.
 
-    python stages/evaluate.py models/base data/hydrated/test.jsonl reports/baseline \
-        --stats data/hydrated/stats.json --environment reports/environment/baseline_eval.json
-    python stages/evaluate.py models/tuned data/hydrated/test.jsonl reports/tuned \
-        --stats data/hydrated/stats.json --baseline reports/baseline --base-model models/base \
-        --comparison reports/comparison.md --environment reports/environment/tuned_eval.json
+    python stages/evaluate.py models/base data/hydrated/test.jsonl results/baseline \
+        --stats data/hydrated/stats.json --environment results/environment/baseline_eval.json
+    python stages/evaluate.py models/tuned data/hydrated/test.jsonl results/tuned \
+        --stats data/hydrated/stats.json --baseline results/baseline --base-model models/base \
+        --comparison results/comparison.md --environment results/environment/tuned_eval.json
 
 Reads params: seed (for the bootstrap), eval, model.trust_remote_code. Writes OUT_DIR/metrics.json
 (each metric with its standard error) and OUT_DIR/predictions.jsonl (each example's scores);

@@ -1,12 +1,12 @@
 """Stage train: finetune the base model on the hydrated training rows.
 
-    python stages/train.py models/base data/hydrated/train.jsonl models/tuned reports/train \
-        --data-meta data/raw/metadata.json --environment reports/environment/train.json
+    python stages/train.py models/base data/hydrated/train.jsonl models/tuned results/train \
+        --data-meta data/raw/metadata.json --environment results/environment/train.json
 
 Reads params: seed, train, model.trust_remote_code. Writes the tuned model
 (save_pretrained layout, safetensors; with train.lora.enabled the adapter too, in
 adapter/) with a model card (README.md), and the training metrics and loss curves
-(dvclive) into REPORTS_DIR. With train.num_processes > 1 it runs itself under torchrun,
+(dvclive) into RESULTS_DIR. With train.num_processes > 1 it runs itself under torchrun,
 one process per device; rank 0 writes every output.
 """
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("base_dir", type=Path)
     parser.add_argument("train_file", type=Path)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("reports_dir", type=Path)
+    parser.add_argument("results_dir", type=Path)
     parser.add_argument("--data-meta", type=Path, required=True, help="fetch's data metadata (for the model card)")
     parser.add_argument("--environment", type=Path, required=True, help="where to record what decides float rounding")
     args = parser.parse_args()
@@ -80,8 +80,8 @@ def main() -> None:
         if is_local_main_process():  # another machine's checkpoints (train.num_processes across machines)
             shutil.rmtree(work_dir, ignore_errors=True)
         return
-    with atomic_dir(args.reports_dir) as reports_tmp, atomic_dir(args.out_dir) as model_tmp:
-        trained, result = finetune(model, tokenizer, dataset, cfg, params.seed, work_dir, reports_tmp)
+    with atomic_dir(args.results_dir) as results_tmp, atomic_dir(args.out_dir) as model_tmp:
+        trained, result = finetune(model, tokenizer, dataset, cfg, params.seed, work_dir, results_tmp)
         if cfg.lora.enabled:
             save_merged(trained, args.base_dir, tokenizer, model_tmp, params.model.trust_remote_code)
         else:

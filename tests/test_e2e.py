@@ -22,8 +22,9 @@ def repo_copy(tmp_path_factory) -> Path:
 
 def test_dvc_repro_builds_everything_then_does_nothing(repo_copy):
     first = run(["dvc", "repro"], repo_copy)
-    for stage in ("fetch", "hydrate", "baseline_eval", "train", "tuned_eval"):
+    for stage in ("fetch", "hydrate", "baseline_eval", "train", "tuned_eval", "publish"):
         assert f"Running stage '{stage}'" in first
+    assert not run(["git", "status", "--porcelain", "--untracked-files=all"], repo_copy)  # all tracked or ignored
 
     metrics = {name: json.loads((repo_copy / f"reports/{name}/metrics.json").read_text())
                for name in ("baseline", "tuned")}
@@ -80,6 +81,34 @@ def test_a_teammate_pulls_the_exact_artifacts_and_reruns_nothing(repo_copy, tmp_
     run(["dvc", "artifacts", "get", str(repo_copy), "tuned", "-o", str(tmp_path / "shipped")], tmp_path, env=env)
     assert tree_bytes(tmp_path / "shipped") == {path.replace("tuned/", "shipped/", 1): data for path, data
                                                  in tree_bytes(repo_copy / "models/tuned").items()}
+
+
+def test_a_teammate_gets_an_experiment_from_the_shared_run_cache(repo_copy, tmp_path, s3_server):
+    """A parameter combination one clone ran and pushed with `--run-cache` is restored, not
+    recomputed, when a teammate runs it with `--pull`: train and tuned_eval come from the
+    remote; publish, which only copies, runs."""
+    env = s3_server["env"]
+    for command in (["dvc", "remote", "add", "-d", "-f", "team", "s3://team-artifacts/run-cache"],
+                    ["dvc", "remote", "modify", "team", "endpointurl", s3_server["endpoint"]]):
+        run(command, repo_copy)
+    run(["git", "add", "-A"], repo_copy)
+    run(["git", "commit", "-qm", "results, shared with a run-cache"], repo_copy)
+    run(["dvc", "push"], repo_copy, env=env)
+    teammate = tmp_path / "teammate"
+    run(["git", "clone", "-q", str(repo_copy), str(teammate)], tmp_path)
+    run(["dvc", "pull"], teammate, env=env)
+
+    overrides = ["-S", "train.learning_rate=3e-3", "-S", "train.max_steps=30"]
+    mine = run(["dvc", "exp", "run", *overrides], repo_copy)
+    assert stages_run(mine) == {"train", "tuned_eval", "publish"}
+    run(["dvc", "push", "--run-cache"], repo_copy, env=env)
+    theirs = run(["dvc", "exp", "run", "--pull", *overrides], teammate, env=env)
+    assert stages_run(theirs) == {"publish"}, theirs
+    for stage in ("train", "tuned_eval"):
+        assert f"Stage '{stage}' is cached - skipping run" in theirs, theirs
+    for out in locked_outputs(repo_copy / "dvc.lock"):
+        assert tree_bytes(teammate / out) == tree_bytes(repo_copy / out), out
+    restore_committed(repo_copy)
 
 
 def tree_bytes(path: Path) -> dict[str, bytes]:
@@ -203,8 +232,6 @@ def test_a_queued_sweep_runs_two_at_a_time_and_compares_itself(repo_copy):
     errors, loss curves drawn together)."""
     import time
 
-    import yaml
-
     run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=3e-4,1e-3,3e-3", "-S", "train.max_steps=30",
          "-S", "eval.limit=200"], repo_copy)  # (short runs: what is tested is the queue)
     run(["dvc", "queue", "start", "-j", "2"], repo_copy)
@@ -222,11 +249,8 @@ def test_a_queued_sweep_runs_two_at_a_time_and_compares_itself(repo_copy):
     for data in sweep.values():
         assert {"exact_match", "exact_match_stderr"} <= set(data["metrics"]["reports/tuned/metrics.json"]["data"])
 
-    def train_threads(sha: str) -> int:  # from the experiment's environment record, in DVC's cache
-        lock = yaml.safe_load(run_stdout(["git", "show", f"{sha}:dvc.lock"], repo_copy))
-        md5 = next(out["md5"] for out in lock["stages"]["train"]["outs"]
-                   if out["path"] == "reports/environment/train.json")
-        return json.loads((repo_copy / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).read_text())["threads"]
+    def train_threads(sha: str) -> int:  # from the experiment's environment record
+        return json.loads(run_stdout(["git", "show", f"{sha}:reports/environment/train.json"], repo_copy))["threads"]
 
     import torch
 
@@ -286,9 +310,9 @@ def test_a_change_to_the_training_loss_makes_only_train_stale(repo_copy):
 
 def test_exp_run_reruns_only_what_depends_on_the_change(repo_copy):
     eval_change = run(["dvc", "exp", "run", "-S", "eval.max_new_tokens=7"], repo_copy)
-    assert stages_run(eval_change) == {"baseline_eval", "tuned_eval"}
+    assert stages_run(eval_change) == {"baseline_eval", "tuned_eval", "publish"}
     train_change = run(["dvc", "exp", "run", "-S", "train.max_steps=5"], repo_copy)
-    assert stages_run(train_change) == {"train", "tuned_eval"}
+    assert stages_run(train_change) == {"train", "tuned_eval", "publish"}
 
 
 def test_pythia_like_model_and_company_csv_end_to_end(repo_copy, tmp_path):
