@@ -6,8 +6,9 @@
 Reads params: seed, train, model.trust_remote_code. Writes the tuned model
 (save_pretrained layout, safetensors; with train.lora.enabled the adapter too, in
 adapter/) with a model card (README.md), and the training metrics and loss curves
-(dvclive) into RESULTS_DIR. With train.num_processes > 1 it runs itself under torchrun,
-one process per device; rank 0 writes every output.
+(dvclive) and run.json (the run key the model card names) into RESULTS_DIR. With
+train.num_processes > 1 it runs itself under torchrun, one process per device; rank 0
+writes every output.
 """
 
 import argparse
@@ -73,8 +74,9 @@ def main() -> None:
     model = load_model(args.base_dir, trust_remote_code=params.model.trust_remote_code,
                        quantization_config=quantization)
 
-    inputs = [args.base_dir, args.train_file, Path(__file__)]  # and the ift package's code (run_key)
-    work_dir = CHECKPOINTS / f"train-{run_key(params.seed, cfg, inputs)}"
+    inputs = [args.base_dir, args.train_file, Path(__file__)]  # and the ift code it imported (run_key)
+    run = run_key(params.seed, cfg, inputs)
+    work_dir = CHECKPOINTS / f"train-{run}"
     if not is_main_process():
         finetune(model, tokenizer, dataset, cfg, params.seed, work_dir, reports_dir=None)
         if is_local_main_process():  # another machine's checkpoints (train.num_processes across machines)
@@ -87,8 +89,9 @@ def main() -> None:
         else:
             save_model(trained, tokenizer, model_tmp)
         card = model_card(read_json(args.base_dir / "metadata.json"), read_json(args.data_meta),
-                          as_dict(cfg), params.seed, result)
+                          as_dict(cfg), params.seed, result, run)
         write_text(model_tmp / "README.md", card)
+        write_json(results_tmp / "run.json", {"run_key": run})  # what the model card names, kept in Git
     write_json(args.environment, fingerprint(compute_dtype(cfg), world_size()))
     shutil.rmtree(work_dir, ignore_errors=True)  # the run finished: its checkpoints are not needed
     log.info("trained %d steps, last logged training loss %.4f", result["global_step"], result["final_loss"])

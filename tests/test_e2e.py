@@ -1,6 +1,7 @@
 """End to end: copy the repository to a temporary directory and run `dvc repro` there."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,7 @@ def test_a_teammate_pulls_the_exact_artifacts_and_reruns_nothing(repo_copy, tmp_
         run(command, repo_copy)
     run(["git", "add", "-A"], repo_copy)
     run(["git", "commit", "-qm", f"results, shared on a {storage} remote"], repo_copy)
+    assert commits_naming_the_run(repo_copy)  # the model card leads to the commit with its results
     run(["dvc", "push", "--run-cache"], repo_copy, env=env)
 
     teammate = tmp_path / "teammate"
@@ -101,6 +103,7 @@ def test_a_teammate_gets_an_experiment_from_the_shared_run_cache(repo_copy, tmp_
     overrides = ["-S", "train.learning_rate=3e-3", "-S", "train.max_steps=30"]
     mine = run(["dvc", "exp", "run", *overrides], repo_copy)
     assert stages_run(mine) == {"train", "tuned_eval", "publish"}
+    assert commits_naming_the_run(repo_copy) == commits_naming_the_run(repo_copy, experiments_only=True)
     run(["dvc", "push", "--run-cache"], repo_copy, env=env)
     theirs = run(["dvc", "exp", "run", "--pull", *overrides], teammate, env=env)
     assert stages_run(theirs) == {"publish"}, theirs
@@ -109,6 +112,18 @@ def test_a_teammate_gets_an_experiment_from_the_shared_run_cache(repo_copy, tmp_
     for out in locked_outputs(repo_copy / "dvc.lock"):
         assert tree_bytes(teammate / out) == tree_bytes(repo_copy / out), out
     restore_committed(repo_copy)
+
+
+def commits_naming_the_run(repo: Path, experiments_only: bool = False) -> set[str]:
+    """The commits (of every ref, or of DVC's experiment refs) that the model card's run key leads to,
+    by the command the card gives; at least one."""
+    key = re.search(r"Run `([0-9a-f]+)`", (repo / "models/tuned/README.md").read_text()).group(1)
+    assert json.loads((repo / "reports/train/run.json").read_text()) == {"run_key": key}
+    refs = ["--glob=refs/exps"] if experiments_only else ["--all"]
+    commits = set(run_stdout(["git", "log", *refs, "--format=%H", "-S", key, "--", "reports/train/run.json"],
+                             repo).split())
+    assert commits, key
+    return commits
 
 
 def tree_bytes(path: Path) -> dict[str, bytes]:

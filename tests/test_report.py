@@ -1,6 +1,6 @@
 from ift.evaluation import example_scores
 from ift.generation import stopped_at_limit
-from ift.report import comparison_markdown, generation_warnings
+from ift.report import RUN_FILE, comparison_markdown, generation_warnings, model_card
 
 
 def predictions(answers, references, **extra):
@@ -46,3 +46,13 @@ def test_a_repeated_label_is_not_collapse():
     refs = ["positive"] * 30 + ["negative"] * 10
     assert generation_warnings(predictions(["positive"] * 28 + ["negative"] * 12, refs), 32, "tuned") == []
     assert generation_warnings(predictions(["positive"] * 40, refs), 32, "tuned") == []  # 75% vs 100%: a bias
+
+
+def test_the_model_card_names_its_run_and_how_to_find_the_commit():
+    card = model_card({"name_or_path": "EleutherAI/pythia-70m", "resolved_revision": "abc"},
+                      {"source": "hub", "name": "tatsu-lab/alpaca", "counts": {"train": 9, "test": 1}},
+                      {"learning_rate": 1e-4}, seed=0, training={"global_step": 3, "final_loss": 1.5},
+                      run="0123456789abcdef")
+    assert "Run `0123456789abcdef`" in card
+    assert f"`git log --all --oneline -S 0123456789abcdef -- {RUN_FILE}`" in card
+    assert "base_model: EleutherAI/pythia-70m" in card and "learning_rate: 0.0001" in card

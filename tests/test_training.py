@@ -6,23 +6,32 @@ from ift.training import run_key
 
 
 def test_run_key_changes_with_params_inputs_and_code_only(tmp_path):
-    code, data = tmp_path / "ift", tmp_path / "train.jsonl"
-    code.mkdir()
-    (code / "training.py").write_text("loss = 1\n")
+    code, data = tmp_path / "training.py", tmp_path / "train.jsonl"
+    code.write_text("loss = 1\n")
     data.write_text("{}\n")
 
     def key(**train):
-        return run_key(0, TrainConfig(**train), [data], code_dir=code)
+        return run_key(0, TrainConfig(**train), [data], code=[code])
 
     first = key()
-    (code / "training.cpython-311.pyc").write_bytes(b"\0")  # compiled files come and go
     assert key() == first
     assert key(learning_rate=0.5) != first
     data.write_text('{"a": 1}\n')
     second = key()
     assert second != first
-    (code / "training.py").write_text("loss = 2\n")
+    code.write_text("loss = 2\n")
     assert key() != second
+
+
+def test_the_code_in_the_key_is_what_the_process_imported():
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-c", "import ift.training as t; print(*t.imported_code(), sep='\\n')"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    names = {line.rsplit("/", 1)[-1] for line in listed}
+    assert {"training.py", "trainer.py", "config.py"} <= names
+    assert "verify.py" not in names  # a module the train stage never runs
 
 
 def test_training_progress_is_one_labelled_line_per_log():

@@ -137,8 +137,15 @@ def comparison_plot_rows(baseline: dict, tuned: dict) -> list[dict]:
     return rows
 
 
-def model_card(base: dict, data: dict, train_params: dict, seed: int, training: dict) -> str:
-    """models/tuned/README.md: what this model is, how it was made, how to use it."""
+RUN_FILE = "reports/train/run.json"  # publish's copy of the train stage's run.json
+
+
+def model_card(base: dict, data: dict, train_params: dict, seed: int, training: dict, run: str) -> str:
+    """models/tuned/README.md: what this model is, how it was made, how to use it.
+
+    `run` (training.run_key) names the run by its inputs, not by the commit that will hold it:
+    a commit in the model would make the same training give other bytes on every commit.
+    """
     import yaml
 
     base_name = base["name_or_path"]
@@ -161,7 +168,10 @@ def model_card(base: dict, data: dict, train_params: dict, seed: int, training: 
         "- Prompt: the Alpaca template (see the project's README); the answer follows `### Response:`.",
         f"- Training: {training['global_step']} optimizer steps, last logged training loss "
         f"{training['final_loss']:.4f}; loss on the answer and EOS only.",
-        "- Evaluation metrics: `reports/tuned/metrics.json` of the pipeline run that produced it.",
+        f"- Run `{run}`: a hash of the seed, the train params, the base model, the training data and",
+        "  the code. The commit or DVC experiment that produced this model lists the same key in",
+        f"  `{RUN_FILE}`: `git log --all --oneline -S {run} -- {RUN_FILE}`. Its evaluation metrics",
+        "  are in that commit's `reports/tuned/metrics.json`.",
         "",
         "## Training parameters",
         "",

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,12 +58,22 @@ def dvclive_callback(live_dir: Path, resume: bool = False) -> ReproducibleDVCLiv
         live=Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume))
 
 
-def run_key(seed: int, cfg: TrainConfig, inputs: list[Path], code_dir: Path = Path(__file__).parent) -> str:
+def imported_code() -> list[Path]:
+    """The files of the ift modules this process has imported: the code a stage runs.
+
+    dvc.yaml lists them among the stage's deps (tests/test_pipeline_deps.py), so a key over
+    them changes when DVC would rerun the stage and not when an unrelated module changes.
+    """
+    return sorted({Path(module.__file__) for name, module in list(sys.modules.items())
+                   if name.startswith("ift.") and getattr(module, "__file__", None)})
+
+
+def run_key(seed: int, cfg: TrainConfig, inputs: list[Path], code: list[Path] | None = None) -> str:
     """A short hash of everything the train stage's result depends on: params, input files,
-    and code (every module of `code_dir`, this package: a checkpoint of other code is not
-    resumed; the whole package, to be safe)."""
+    and code (`code`, by default imported_code()). It keys the run's checkpoints (other code's
+    are not resumed) and names the run in the model card."""
     digest = hashlib.sha256(json.dumps({"seed": seed, "train": vars(cfg)}, sort_keys=True, default=str).encode())
-    for root in [*inputs, *sorted(code_dir.glob("*.py"))]:
+    for root in [*inputs, *(imported_code() if code is None else code)]:
         for path in sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file()):
             digest.update(str(path.relative_to(root.parent)).encode())
             with open(path, "rb") as handle:
