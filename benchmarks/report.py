@@ -8,7 +8,7 @@ from typing import Any
 TARGETS = {"eval_speedup_vs_tutorial_loop.tiny": (">=", 20), "eval_speedup_vs_tutorial_loop.pythia70m": (">=", 8),
            "train_mfu": (">=", 0.35), "padding_waste.demo": ("<=", 0.05), "padding_waste.alpaca_like": ("<=", 0.05),
            "noop_repro_seconds": ("<=", 2), "pipeline_seconds": ("<=", 180),
-           "whole_process_speedup_vs_tutorial": (">=", 10)}
+           "whole_process_speedup_vs_tutorial": (">=", 10), "queue_two_at_a_time_vs_one": ("<=", 1.3)}
 
 
 def target_value(results: dict[str, Any], key: str) -> float:
@@ -78,6 +78,14 @@ def markdown(results: dict[str, Any]) -> str:
               f"(dvc, imports, model load, generation, answer loss, metrics, report) took "
               f"{w['tuned_eval_repro_seconds']:.1f} s: {w['speedup']:.2f}x (medians of 3, alternated). "
               "Both include Python, torch and transformers start-up."]
+    if "queue" in results:  # (older reports lack it)
+        q = results["queue"]
+        lines += ["", "## A queue of two experiments: one at a time vs two at a time", "",
+                  "Two `dvc exp run --queue` experiments (other learning rates, "
+                  f"train.max_steps={q['train_max_steps']}) "
+                  f"took {q['one_at_a_time_seconds']:.1f} s with `dvc queue start -j 1` and "
+                  f"{q['two_at_a_time_seconds']:.1f} s with `-j 2`: {q['ratio']:.2f}x. Two at a time, each stage "
+                  "takes its share of the cores (`ift.threads`)."]
     if "levers" in results:
         from benchmarks.levers import levers_markdown
 

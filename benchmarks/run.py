@@ -16,7 +16,7 @@ import torch
 
 from benchmarks.clocks import padding_waste
 from benchmarks.generation import bench_eval
-from benchmarks.pipeline import bench_pipeline, bench_whole_process
+from benchmarks.pipeline import bench_pipeline, bench_queue, bench_whole_process
 from benchmarks.report import markdown
 from benchmarks.training import bench_train, train_footprints
 from benchmarks.workloads import alpaca_like_lengths, demo_dataset, pythia_70m_shaped_model, synthetic_dataset
@@ -95,6 +95,9 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
                 waste[name] = padding_waste(trainer)
         print("whole process: the tutorial's loop vs dvc repro -f -s tuned_eval", file=sys.stderr, flush=True)
         whole_process = bench_whole_process(copy)
+        print("queue: two experiments one at a time vs two at a time (dvc queue start -j 1, -j 2)",
+              file=sys.stderr, flush=True)
+        queue = bench_queue(copy)
         if levers:
             print("levers: every option against the one kept", file=sys.stderr, flush=True)
             from benchmarks.levers import bench_levers
@@ -114,11 +117,13 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         "noop_repro_seconds": pipeline["noop_repro_seconds"],
         "pipeline_seconds": pipeline["pipeline_seconds"],
         "whole_process_speedup_vs_tutorial": whole_process["speedup"],
+        "queue_two_at_a_time_vs_one": queue["ratio"],
         "eval": {"tiny": tiny, "pythia70m": pythia},
         "train": train,
         "train_footprints": footprints,
         "pipeline": pipeline,
         "whole_process": whole_process,
+        "queue": queue,
     }
     if levers:
         results["levers"] = lever_results
