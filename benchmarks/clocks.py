@@ -10,6 +10,7 @@ import torch
 from transformers import TrainerCallback
 
 from ift.config import TrainConfig
+from ift.tokenization import IGNORE_INDEX
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
@@ -42,16 +43,29 @@ class StepClock(TrainerCallback):
         return self.end - self.start
 
 
+def labelled_tokens(example: dict) -> int:
+    """Tokens with a label: TRL turns the completion mask into labels before collating."""
+    if "completion_mask" in example:
+        return sum(example["completion_mask"])
+    return sum(label != IGNORE_INDEX for label in example.get("labels", ()))
+
+
 class RealTokenCounter:
-    """A collator wrapper counting the tokens of the examples it is given: whatever else a
-    batch holds (padding, pad examples in a packed row) is what the collator added."""
+    """A collator wrapper recording the examples it is given, as (tokens, labelled tokens) per
+    micro-batch: whatever else a batch holds (padding, pad examples in a packed row) is what
+    the collator added."""
 
     def __init__(self, collate):
-        self.collate, self.counts = collate, []
+        self.collate, self.batches = collate, []
 
     def __call__(self, examples: list[dict]) -> dict:
-        self.counts.append(sum(len(example["input_ids"]) for example in examples))
+        self.batches.append([(len(example["input_ids"]), labelled_tokens(example)) for example in examples])
         return self.collate(examples)
+
+    @property
+    def counts(self) -> list[int]:
+        """Tokens per micro-batch."""
+        return [sum(n for n, _ in batch) for batch in self.batches]
 
 
 def padding_waste(trainer) -> float:

@@ -1,4 +1,5 @@
-"""The eval stage's batched generation against the tutorial's loop, on the same prompts."""
+"""The eval stage's batched generation against the tutorial's loop and against batched
+`generate()` as a user writes it, on the same prompts."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.peers import batched_generate
 from benchmarks.tutorial import tutorial_inference
 
 
@@ -17,8 +19,11 @@ def first_tokens_agree(ours: list[int], theirs: list[int]) -> bool:
     return ours[:k] == theirs[:k]
 
 
-def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> dict[str, Any]:
-    """Examples/s of our batched generation and of the tutorial's loop, on the same prompts.
+def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
+               tutorial_prompts: int | None = None) -> dict[str, Any]:
+    """Examples/s of our batched generation, of batched `generate()` and of the tutorial's loop,
+    on the same prompts (the loop on the first `tutorial_prompts` only, if given: it is slow,
+    and its rate is what counts).
 
     Answers are compared by generated token ids: the pythia-70m-shaped model generates from
     its 50k vocabulary, which the demo tokenizer (used for its prompts) cannot all decode.
@@ -31,10 +36,14 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
     decode_answers(tokenizer, ours_ids)
     ours_seconds = time.perf_counter() - start
 
+    start = time.perf_counter()
+    users_ids = batched_generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    users_seconds = time.perf_counter() - start
+
     tokenizer.padding_side = "right"  # the tutorial never set it; it does not pad anyway
     start = time.perf_counter()
     with torch.inference_mode():
-        theirs = [tutorial_inference(p, model, tokenizer, return_token_ids=True) for p in prompts]
+        theirs = [tutorial_inference(p, model, tokenizer, return_token_ids=True) for p in prompts[:tutorial_prompts]]
     tutorial_seconds = time.perf_counter() - start
     tokenizer.padding_side = "left"
     theirs_ids = [ids for _, ids in theirs]  # a batch of one ends at EOS: no padding after it
@@ -44,8 +53,12 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
     return {
         "examples": len(prompts),
         "ours_examples_per_second": len(prompts) / ours_seconds,
-        "tutorial_examples_per_second": len(prompts) / tutorial_seconds,
-        "speedup": tutorial_seconds / ours_seconds,
+        "tutorial_examples": len(theirs),
+        "tutorial_examples_per_second": len(theirs) / tutorial_seconds,
+        "speedup": (len(prompts) / ours_seconds) / (len(theirs) / tutorial_seconds),
+        "batched_generate_examples_per_second": len(prompts) / users_seconds,
+        "speedup_vs_batched_generate": users_seconds / ours_seconds,
+        "identical_to_batched_generate": float(statistics.mean(a == b for a, b in zip(ours_ids, users_ids))),
         "first_tokens_agree": float(statistics.mean(first_tokens_agree(a, b) for a, b in zip(ours_ids, theirs_ids))),
         "both_stopped_at_eos": len(both_stopped),
         "identical_answers": float(statistics.mean(a == b for a, b in both_stopped)) if both_stopped else None,
@@ -54,4 +67,35 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
         "ours_settings": f"batch {batch_size}, prompts sorted by length, shared prefix computed once, "
                          f"padding + attention mask, max_new_tokens={max_new_tokens}",
         "tutorial_settings": "one at a time, no attention mask, max_length=100, prompt cut by characters",
+        "batched_generate_settings": f"batch {batch_size} in the given order, left padding + attention mask, "
+                                     f"max_new_tokens={max_new_tokens}, greedy",
     }
+
+
+def bench_long_answers(model, tokenizer, prompts: list[str], tutorial_prompts: int, max_new_tokens: int = 128,
+                       batch_size: int = 64) -> dict[str, Any]:
+    """Answers shaped like real instruction data (lamini_docs: ~100 tokens): our batched generation
+    with max_new_tokens 128 against the tutorial's loop, examples/s (the loop on the first
+    `tutorial_prompts` prompts only: it is slow, and its rate is what counts)."""
+    from ift.generation import generate_token_ids
+
+    generate_token_ids(model, tokenizer, prompts[:batch_size], 4, batch_size, desc="warm-up")
+    start = time.perf_counter()
+    ours_ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc="ours")
+    ours_seconds = time.perf_counter() - start
+    tokenizer.padding_side = "right"
+    start = time.perf_counter()
+    with torch.inference_mode():
+        theirs = [tutorial_inference(p, model, tokenizer, return_token_ids=True) for p in prompts[:tutorial_prompts]]
+    tutorial_seconds = time.perf_counter() - start
+    tokenizer.padding_side = "left"
+    prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    return {"examples": len(prompts), "tutorial_examples": tutorial_prompts,
+            "mean_prompt_tokens": statistics.mean(prompt_tokens),
+            "ours_examples_per_second": len(prompts) / ours_seconds,
+            "tutorial_examples_per_second": tutorial_prompts / tutorial_seconds,
+            "speedup": (len(prompts) / ours_seconds) / (tutorial_prompts / tutorial_seconds),
+            "ours_mean_generated_tokens": statistics.mean(map(len, ours_ids)),
+            "tutorial_mean_generated_tokens": statistics.mean(len(ids) for _, ids in theirs),
+            "ours_settings": f"batch {batch_size}, max_new_tokens={max_new_tokens}",
+            "tutorial_settings": "one at a time, max_length=100 (prompt included), as the tutorial wrote it"}

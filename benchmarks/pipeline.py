@@ -1,5 +1,5 @@
-"""The pipeline's own cost: each stage from scratch, a no-op `dvc repro`, a queue of two
-experiments one and two at a time, and the tutorial's process."""
+"""The pipeline's own cost: each stage from scratch, a no-op `dvc repro`, and a queue of two
+experiments one and two at a time."""
 
 from __future__ import annotations
 
@@ -30,21 +30,9 @@ def bench_pipeline(copy: Path) -> dict[str, Any]:
             "noop_repro_seconds": statistics.median(noop), "stages": stages}
 
 
-def bench_whole_process(copy: Path, repeats: int = 3) -> dict[str, Any]:
-    """Wall time of the tutorial's loop as a process vs `dvc repro -f -s tuned_eval` (medians, alternated)."""
-    env = subprocess_env(copy)
-    tutorial, ours = [], []
-    for _ in range(repeats):
-        tutorial.append(measured([sys.executable, "-m", "benchmarks.tutorial"], copy, env)[0])
-        ours.append(measured(["dvc", "repro", "--force", "--single-item", "tuned_eval"], copy, env)[0])
-    return {"tutorial_process_seconds": statistics.median(tutorial),
-            "tuned_eval_repro_seconds": statistics.median(ours),
-            "speedup": statistics.median(tutorial) / statistics.median(ours)}
-
-
 # Two learning rates per run of the queue, none repeated: a repeat would be restored from the run-cache.
 QUEUED_RATES = {1: ("2e-3", "4e-3"), 2: ("3e-3", "5e-3")}
-QUEUED_STEPS = 150  # shorter than the default's 339 steps; the same for both runs
+QUEUED_STEPS = 100  # shorter than the default's 339 steps; the same for both runs
 
 
 def run_queue(copy: Path, env: dict, jobs: int) -> float:

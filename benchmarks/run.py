@@ -15,11 +15,17 @@ from typing import Any
 import torch
 
 from benchmarks.clocks import padding_waste
-from benchmarks.generation import bench_eval
-from benchmarks.pipeline import bench_pipeline, bench_queue, bench_whole_process
-from benchmarks.report import markdown
+from benchmarks.generation import bench_eval, bench_long_answers
+from benchmarks.pipeline import bench_pipeline, bench_queue
+from benchmarks.report import markdown, targets
 from benchmarks.training import bench_train, train_footprints
-from benchmarks.workloads import alpaca_like_lengths, demo_dataset, pythia_70m_shaped_model, synthetic_dataset
+from benchmarks.workloads import (
+    alpaca_like_lengths,
+    demo_dataset,
+    lamini_like_prompts,
+    pythia_70m_shaped_model,
+    synthetic_dataset,
+)
 from ift.config import load_params
 from ift.errors import UserError
 
@@ -71,16 +77,22 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         tokenizer = load_tokenizer(copy / "models/base", padding_side="left")
         prompts = [row["input"] for row in read_jsonl(copy / "data/hydrated/test.jsonl")]
 
-        print("eval: tuned tiny model vs the tutorial's loop", file=sys.stderr, flush=True)
+        print("eval: tuned tiny model vs batched generate() and the tutorial's loop", file=sys.stderr, flush=True)
         tiny = bench_eval(load_model(copy / "models/tuned"), load_tokenizer(copy / "models/tuned", "left"),
                           prompts, params.eval.max_new_tokens, params.eval.batch_size)
-        print("eval: pythia-70m shape vs the tutorial's loop", file=sys.stderr, flush=True)
+        print("eval: pythia-70m shape vs batched generate() and the tutorial's loop", file=sys.stderr, flush=True)
         pythia = bench_eval(pythia_70m_shaped_model(), tokenizer, prompts[:params.eval.batch_size],
-                            params.eval.max_new_tokens, params.eval.batch_size)
+                            params.eval.max_new_tokens, params.eval.batch_size, tutorial_prompts=16)
+        print("eval: long answers (lamini_docs-like) on the pythia-70m shape vs the tutorial's loop",
+              file=sys.stderr, flush=True)
+        long_answers = bench_long_answers(pythia_70m_shaped_model(), tokenizer,
+                                          lamini_like_prompts(tokenizer, params.eval.batch_size), tutorial_prompts=8,
+                                          batch_size=params.eval.batch_size)
 
-        print(f"train: pythia-70m shape with train={train_preset}", file=sys.stderr, flush=True)
+        print(f"train: pythia-70m shape with train={train_preset}, ours vs TRL as a user writes it", file=sys.stderr,
+              flush=True)
         train_cfg = validate(compose([f"train={train_preset}"], copy / "conf")).train
-        train = bench_train(tokenizer, train_cfg)
+        train = bench_train(tokenizer, train_cfg, steps=4, warmup=1)  # (TRL's steps are slow: ~30 s each here)
         print("train: full finetuning vs LoRA, memory and tokens/s", file=sys.stderr, flush=True)
         footprints = train_footprints(copy / "models/base", train_cfg)
         # Padding waste with the train settings each kind of data is used with: the demo with
@@ -93,8 +105,6 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
             with tempfile.TemporaryDirectory(prefix="ift-bench-waste-") as work_dir:
                 trainer = make_trainer(pythia_70m_shaped_model(), tokenizer, dataset, cfg, 0, Path(work_dir))
                 waste[name] = padding_waste(trainer)
-        print("whole process: the tutorial's loop vs dvc repro -f -s tuned_eval", file=sys.stderr, flush=True)
-        whole_process = bench_whole_process(copy)
         print("queue: two experiments one at a time vs two at a time (dvc queue start -j 1, -j 2)",
               file=sys.stderr, flush=True)
         queue = bench_queue(copy)
@@ -110,23 +120,31 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         "commit": commit,  # refuse_uncommitted: the measured code is exactly this commit's
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
-        "eval_speedup_vs_tutorial_loop": {"tiny": tiny["speedup"], "pythia70m": pythia["speedup"]},
-        "train_tokens_per_second": train["tokens_per_second"],
+        "train_preset": train_preset,
+        "train_speedup_vs_trl": train["speedup_vs_trl"],
+        "train_loss_vs_trl_max_relative_difference": train["trl"]["max_relative_loss_difference"],
         "train_mfu": train["mfu"],
+        "generate_speedup_vs_batched_generate": {"tiny": tiny["speedup_vs_batched_generate"],
+                                                 "pythia70m": pythia["speedup_vs_batched_generate"]},
+        "identical_to_batched_generate": {"tiny": tiny["identical_to_batched_generate"],
+                                          "pythia70m": pythia["identical_to_batched_generate"]},
+        "long_answers_speedup_vs_tutorial_loop": long_answers["speedup"],
+        "eval_speedup_vs_tutorial_loop": {"tiny": tiny["speedup"], "pythia70m": pythia["speedup"]},  # a figure
+        "train_tokens_per_second": train["tokens_per_second"],
         "padding_waste": waste,
         "noop_repro_seconds": pipeline["noop_repro_seconds"],
         "pipeline_seconds": pipeline["pipeline_seconds"],
-        "whole_process_speedup_vs_tutorial": whole_process["speedup"],
         "queue_two_at_a_time_vs_one": queue["ratio"],
         "eval": {"tiny": tiny, "pythia70m": pythia},
+        "long_answers": long_answers,
         "train": train,
         "train_footprints": footprints,
         "pipeline": pipeline,
-        "whole_process": whole_process,
         "queue": queue,
     }
     if levers:
         results["levers"] = lever_results
+    results["targets"] = targets(results)
     write_json(out_dir / "bench.json", results)
     write_text(out_dir / "bench.md", markdown(results))
     return results

@@ -1,4 +1,5 @@
-"""Our train step, timed: tokens/s and MFU on the pythia-70m shape; seconds per step of options.
+"""Our train step, timed against TRL's as a user writes it: tokens/s and MFU on the pythia-70m
+shape; seconds per step of options.
 
 python -m benchmarks.training step-seconds COPY CHANGE_JSON STEPS  prints tiny_step_seconds;
 python -m benchmarks.training footprint TOKENIZER_DIR TRAIN_JSON  prints footprint (both in a new process).
@@ -17,39 +18,74 @@ from typing import Any
 import torch
 
 from benchmarks.clocks import RealTokenCounter, StepClock, matmul_peak, timed_config
-from benchmarks.workloads import (
-    alpaca_like_lengths,
-    demo_dataset,
-    non_embedding_parameters,
-    pythia_70m_shaped_model,
-    synthetic_dataset,
-)
+from benchmarks.flops import HOW_COUNTED, required_flops
+from benchmarks.workloads import alpaca_like_lengths, demo_dataset, pythia_70m_shaped_model, synthetic_dataset
 from ift.config import LoraConfig, TrainConfig, as_dict, load_params, validate
 
 
-def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2) -> dict[str, Any]:
-    """Our train step on the pythia-70m shape: non-padding tokens/s, model FLOP/s and MFU."""
-    from ift.trainer import make_trainer, uses_bf16
+def timed_training(make_trainer, steps: int, warmup: int) -> dict[str, Any]:
+    """Train with `make_trainer(work_dir, callbacks)`'s trainer; time the steps after `warmup`.
 
-    model = pythia_70m_shaped_model().train()
-    examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
-    dataset = synthetic_dataset(alpaca_like_lengths(examples_per_step * (steps + 1)), vocab=len(tokenizer))
-    cfg = timed_config(cfg, steps)
+    Returns the seconds, the examples of the timed steps as (tokens, labelled tokens), and
+    every logged loss.
+    """
     clock = StepClock(warmup)
     with tempfile.TemporaryDirectory(prefix="ift-bench-train-") as work_dir:
-        trainer = make_trainer(model, tokenizer, dataset, cfg, 0, Path(work_dir), [clock])
+        trainer = make_trainer(Path(work_dir), [clock])
         counter = trainer.data_collator = RealTokenCounter(trainer.data_collator)
         trainer.train()
-    micro = cfg.gradient_accumulation_steps
-    tokens = sum(counter.counts[warmup * micro: steps * micro])
+    micro = trainer.args.gradient_accumulation_steps
+    examples = [example for batch in counter.batches[warmup * micro: steps * micro] for example in batch]
+    return {"seconds": clock.seconds, "examples": examples,
+            "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
+            "batches": counter.batches}
+
+
+def throughput(model, measured: dict[str, Any], peak: float) -> dict[str, Any]:
+    """Tokens/s, supervised (labelled) tokens/s, and the FLOPs the timed steps must do over the peak."""
+    flops = required_flops(model, measured["examples"])
+    seconds = measured["seconds"]
+    return {"tokens_per_second": sum(n for n, _ in measured["examples"]) / seconds,
+            "supervised_tokens_per_second": sum(k for _, k in measured["examples"]) / seconds,
+            "required_flops_per_second": {part: value / seconds for part, value in flops.items()},
+            "mfu": flops["total"] / seconds / peak}
+
+
+def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2, against_trl: bool = True
+                ) -> dict[str, Any]:
+    """Our train step on the pythia-70m shape, and TRL's SFTTrainer as a user writes it, on the
+    same examples in the same order from the same initial weights: tokens/s, supervised
+    tokens/s, MFU, and the logged losses of the first steps."""
+    from benchmarks.peers import trl_sft_trainer
+    from ift.trainer import make_trainer, uses_bf16
+
+    examples_per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    # At most max_length tokens, which our stage keeps (and TRL's default of 1,024 never cuts).
+    lengths = [pair for pair in alpaca_like_lengths(4 * examples_per_step * (steps + 1)) if sum(pair) <= cfg.max_length]
+    dataset = synthetic_dataset(lengths[: examples_per_step * (steps + 1)], vocab=len(tokenizer))
+    ours_cfg = TrainConfig(**{**vars(timed_config(cfg, steps)), "logging_steps": 1})
     use_bf16 = uses_bf16(cfg)
     peak = matmul_peak(torch.bfloat16 if use_bf16 else torch.float32)
-    tokens_per_second = tokens / clock.seconds
-    flops = 6 * non_embedding_parameters(model) * tokens_per_second
-    return {"tokens_per_second": tokens_per_second, "model_flops_per_second": flops,
-            "matmul_peak_flops_per_second": peak, "precision": "bf16 autocast" if use_bf16 else "fp32",
-            "mfu": flops / peak, "non_embedding_parameters": non_embedding_parameters(model),
-            "examples_per_step": examples_per_step, "measured_steps": steps - warmup}
+    model = pythia_70m_shaped_model().train()
+    ours = timed_training(lambda work_dir, callbacks: make_trainer(model, tokenizer, dataset, ours_cfg, 0, work_dir,
+                                                                   callbacks), steps, warmup)
+    result = {**throughput(model, ours, peak), "matmul_peak_flops_per_second": peak,
+              "precision": "bf16 autocast" if use_bf16 else "fp32", "flops_counted_as": HOW_COUNTED,
+              "examples_per_step": examples_per_step, "measured_steps": steps - warmup, "losses": ours["losses"]}
+    if against_trl:
+        peer_model = pythia_70m_shaped_model().train()
+        theirs = timed_training(lambda work_dir, callbacks: trl_sft_trainer(peer_model, tokenizer, dataset, cfg, steps,
+                                                                            work_dir, callbacks), steps, warmup)
+        if theirs["batches"] != ours["batches"]:
+            raise RuntimeError("TRL's trainer saw other batches than ours: the comparison would not be like for like")
+        first = min(3, len(ours["losses"]))
+        result["trl"] = {**throughput(peer_model, theirs, peak), "losses": theirs["losses"],
+                         "first_steps_compared": first,
+                         "max_relative_loss_difference": max(abs(a - b) / abs(b) for a, b in
+                                                             zip(ours["losses"][:first], theirs["losses"][:first]))}
+        result["speedup_vs_trl"] = (result["supervised_tokens_per_second"]
+                                    / result["trl"]["supervised_tokens_per_second"])
+    return result
 
 
 def step_seconds(model, tokenizer, dataset, cfg: TrainConfig, steps: int, trainer_class=None) -> float:
@@ -100,7 +136,7 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (the memory measurement needs Linux)")
 
 
-def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 6) -> dict[str, float]:
+def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 4) -> dict[str, float]:
     """bench_train with `cfg` in this process, and the process's peak memory (RSS) while training.
 
     Run it in a fresh process (train_footprints): the peak only ever grows.
@@ -109,7 +145,7 @@ def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 6) -> dict[str
 
     tokenizer = load_tokenizer(tokenizer_dir)
     before = peak_rss_mib()
-    measured = bench_train(tokenizer, cfg, steps=steps, warmup=2)
+    measured = bench_train(tokenizer, cfg, steps=steps, warmup=1, against_trl=False)
     peak = peak_rss_mib()
     return {"tokens_per_second": measured["tokens_per_second"], "peak_rss_mib": peak,
             "peak_rss_over_start_mib": peak - before}

@@ -1,11 +1,6 @@
-"""The classic tutorial's evaluation, faithfully; as a script, its whole process on the tuned model.
-
-python -m benchmarks.tutorial  (in a built pipeline: loads models/tuned, answers the test set)
-"""
+"""The classic tutorial's evaluation, faithfully: the loop our eval stages replace."""
 
 from __future__ import annotations
-
-import json
 
 
 def tutorial_inference(text: str, model, tokenizer, max_input_tokens: int = 1000, max_output_tokens: int = 100,
@@ -23,19 +18,3 @@ def tutorial_inference(text: str, model, tokenizer, max_input_tokens: int = 1000
     if return_token_ids:
         return generated_text_answer, generated_tokens_with_prompt[0, input_ids.shape[1]:].tolist()
     return generated_text_answer
-
-
-def main() -> None:
-    """The tutorial's loop as a process of its own: load the tuned model, answer the test set."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained("models/tuned")
-    model = AutoModelForCausalLM.from_pretrained("models/tuned")
-    with open("data/hydrated/test.jsonl") as lines:
-        prompts = [json.loads(line)["input"] for line in lines]
-    for prompt in prompts:
-        tutorial_inference(prompt, model, tokenizer)
-
-
-if __name__ == "__main__":
-    main()

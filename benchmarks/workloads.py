@@ -21,12 +21,6 @@ def pythia_70m_shaped_model(seed: int = 0):
     return model.eval()
 
 
-def non_embedding_parameters(model) -> int:
-    """Parameters outside the input embedding and the output (LM head) matrix."""
-    skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
-    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
-
-
 def alpaca_like_lengths(count: int, seed: int = 0) -> list[tuple[int, int]]:
     """(prompt, answer) token lengths shaped like Alpaca's in a Pythia tokenizer.
 
@@ -57,3 +51,20 @@ def demo_dataset(copy: Path, tokenizer, max_length: int):
     from ift.tokenization import build_dataset
 
     return build_dataset(read_jsonl(copy / "data/hydrated/train.jsonl"), tokenizer, max_length, "demo")[0]
+
+
+def lamini_like_prompts(tokenizer, count: int, question_tokens: int = 20, seed: int = 0) -> list[str]:
+    """Alpaca prompts (no input) whose questions are about `question_tokens` tokens, as in
+    lamini_docs (its answers run to ~100 tokens: generated here with max_new_tokens 128).
+
+    Words drawn from the tokenizer's own vocabulary, so each is one token or close to it.
+    """
+    from ift.prompts import format_prompt
+
+    rng = random.Random(seed)
+    words = sorted(w.lstrip("Ġ") for w in tokenizer.get_vocab() if w.startswith("Ġ") and w[1:].isalpha())
+    prompts = []
+    for _ in range(count):
+        question = " ".join(rng.choice(words) for _ in range(question_tokens)) + "?"
+        prompts.append(format_prompt(question, None))
+    return prompts

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.clocks import in_both_orders, padding_waste
 from benchmarks.generation import first_tokens_agree
-from benchmarks.report import TARGETS, markdown, target_value
+from benchmarks.report import TARGETS, markdown, target_met, target_value
 from benchmarks.workloads import alpaca_like_lengths
 from tests.helpers import ROOT
 
@@ -25,14 +25,43 @@ def test_report_flags_each_target():
         assert row.endswith("| yes |") == met, row
 
 
-def test_sample_has_every_target_key():
+def test_sample_has_every_target_key_with_its_target():
     results = json.loads(SAMPLE.read_text())
-    assert set(results["eval_speedup_vs_tutorial_loop"]) == {"tiny", "pythia70m"}
-    assert set(results["padding_waste"]) == {"demo", "alpaca_like"}
-    for key in ("train_mfu", "noop_repro_seconds", "pipeline_seconds"):
-        assert isinstance(results[key], float), key
-    for stage in ("fetch", "hydrate", "baseline_eval", "train", "tuned_eval"):
+    assert set(results["eval_speedup_vs_tutorial_loop"]) == {"tiny", "pythia70m"}  # a figure, not a target
+    assert set(results["targets"]) == set(TARGETS)
+    for key, entry in results["targets"].items():
+        assert entry["value"] == target_value(results, key) and entry["met"] == target_met(results, key), key
+    for stage in ("fetch", "hydrate", "baseline_eval", "train", "tuned_eval", "publish"):
         assert {"seconds", "peak_rss_mib"} <= set(results["pipeline"]["stages"][stage]), stage
+
+
+def test_required_flops_count_each_part_from_the_examples():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from benchmarks.flops import required_flops
+
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=32))
+    embeddings = 2 * 100 * 16  # input embedding and LM head, untied
+    non_embedding = sum(p.numel() for p in model.parameters()) - embeddings
+    flops = required_flops(model, [(3, 1), (4, 2)])  # (tokens, labelled tokens)
+    assert flops["non_embedding"] == 6 * non_embedding * 7
+    assert flops["lm_head"] == 6 * 100 * 16 * 3
+    assert flops["attention"] == 12 * 2 * 16 * (6 + 10)  # keys attended: 1+2+3, 1+2+3+4
+    assert flops["total"] == flops["non_embedding"] + flops["lm_head"] + flops["attention"]
+
+
+def test_batched_generate_as_a_user_writes_it_gives_our_token_ids(tiny_model, tiny_tokenizer):
+    """The peer and our generation agree token for token (the bench's identical-ids check)."""
+    from benchmarks.peers import batched_generate
+    from ift.generation import generate_token_ids
+    from ift.prompts import format_prompt
+
+    prompts = [format_prompt(instruction, words) for instruction, words in [
+        ("Reverse the order of the words.", "cat dog"), ("Sort the words.", "red fig kiwi pear"),
+        ("What is 2 plus one?", ""), ("Reverse the order of the words.", "cat dog red"), ("Sort the words.", "apple")]]
+    ours = generate_token_ids(tiny_model, tiny_tokenizer, prompts, 6, batch_size=3)
+    assert batched_generate(tiny_model, tiny_tokenizer, prompts, 6, batch_size=3) == ours
 
 
 def test_report_flags_a_changed_value():

@@ -64,6 +64,6 @@ def test_batched_answers_equal_one_at_a_time(tiny_model, tiny_tokenizer, batch_s
     ([5, 6, 7], [5, 6, 7]),         # ran to max_new_tokens: no EOS
 ])
 def test_generated_tokens_run_through_the_first_eos(row, expected):
-    from ift.generation import _through_eos
+    from ift.generation import through_eos
 
-    assert _through_eos(row, eos_token_id=0) == expected
+    assert through_eos(row, eos_token_id=0) == expected

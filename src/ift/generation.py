@@ -91,7 +91,7 @@ def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_tok
     return inputs
 
 
-def _through_eos(tokens: Sequence[int], eos_token_id: int | None) -> list[int]:
+def through_eos(tokens: Sequence[int], eos_token_id: int | None) -> list[int]:
     """A row of generated tokens up to and including the first EOS (the padding after it dropped)."""
     tokens = list(tokens)
     return tokens[:tokens.index(eos_token_id) + 1] if eos_token_id in tokens else tokens
@@ -122,7 +122,7 @@ def generate_token_ids(
             inputs = _batch_inputs(model, [encoded[i] for i in batch], tokenizer.pad_token_id, share_prefix)
             output = model.generate(**inputs, **generation_kwargs(tokenizer, max_new_tokens))
             for i, row in zip(batch, output[:, inputs["input_ids"].shape[1]:].tolist()):
-                generated[i] = _through_eos(row, tokenizer.eos_token_id)
+                generated[i] = through_eos(row, tokenizer.eos_token_id)
             bar.update(len(batch))
     return generated
 
