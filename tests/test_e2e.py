@@ -170,7 +170,8 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_same_model(repo_copy):
                 child.send_signal(signal.SIGKILL)  # as a power loss would: no cleanup at all
         assert dvc.wait(timeout=60) != 0
 
-    resumed = run(["dvc", "repro"], repo_copy)
+    # --no-run-cache: the run-cache holds the uninterrupted run of these params and would restore it.
+    resumed = run(["dvc", "repro", "--no-run-cache"], repo_copy)
     assert "resuming from checkpoint" in resumed and "(step 100)" in resumed
     assert hashlib.md5(weights.read_bytes()).hexdigest() == uninterrupted
     assert train_reports(repo_copy) == uninterrupted_reports  # metrics and curves too
