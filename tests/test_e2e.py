@@ -170,8 +170,10 @@ def test_train_killed_after_a_checkpoint_resumes_to_the_same_model(repo_copy):
                 child.send_signal(signal.SIGKILL)  # as a power loss would: no cleanup at all
         assert dvc.wait(timeout=60) != 0
 
-    # --no-run-cache: the run-cache holds the uninterrupted run of these params and would restore it.
-    resumed = run(["dvc", "repro", "--no-run-cache"], repo_copy)
+    # Forced again: these params match dvc.lock, whose outputs DVC would check out of its cache
+    # instead (as it would for any combination already run); a new combination resumes unforced
+    # (test_two_processes_train_like_one_and_resume_after_a_kill).
+    resumed = run(["dvc", "repro", "--force", "--single-item", "train"], repo_copy)
     assert "resuming from checkpoint" in resumed and "(step 100)" in resumed
     assert hashlib.md5(weights.read_bytes()).hexdigest() == uninterrupted
     assert train_reports(repo_copy) == uninterrupted_reports  # metrics and curves too
@@ -297,8 +299,8 @@ def restore_committed(root: Path) -> None:
 
 
 def train_reports(root: Path) -> dict[str, str]:
-    """{path: text} of the train stage's reports (training metrics, dvclive curves)."""
-    return {str(p.relative_to(root)): p.read_text() for p in sorted((root / "reports/train").rglob("*")) if p.is_file()}
+    """{path: text} of the train stage's results (training metrics, dvclive curves, run.json)."""
+    return {str(p.relative_to(root)): p.read_text() for p in sorted((root / "results/train").rglob("*")) if p.is_file()}
 
 
 def stages_run(output: str) -> set[str]:
