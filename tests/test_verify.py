@@ -276,3 +276,18 @@ def test_a_spread_measured_for_other_results_is_flagged(tmp_path):
     runs["unperturbed"]["tuned"]["exact_match"] = TUNED["exact_match"]
     (committed / "reports/spread.json").write_text(json.dumps({"std": {}, "runs": runs}))
     assert "warning" not in check(committed, other)[1]
+
+
+def test_verify_here_takes_only_results_as_changed(tmp_path):
+    """`ift verify --here` compares this checkout's results with HEAD's: rebuilt results may
+    differ from HEAD, code or params may not (they would make other results)."""
+    from ift.verify import refuse_changed_code
+
+    _git_repo(tmp_path, {"src/ift/training.py": "a = 1\n", "params.yaml": "seed: 0\n", "dvc.lock": "old\n",
+                         "reports/tuned/metrics.json": "{}\n"})
+    (tmp_path / "dvc.lock").write_text("rebuilt\n")
+    (tmp_path / "reports/tuned/metrics.json").write_text('{"exact_match": 0.5}\n')
+    refuse_changed_code(tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    with pytest.raises(UserError, match=r"params.yaml differ from HEAD.*commit or stash"):
+        refuse_changed_code(tmp_path)

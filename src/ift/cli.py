@@ -2,7 +2,7 @@
 
     ift ask "What is the capital of France?" [--input TEXT] [--model DIR]
     ift chat [--model DIR]
-    ift verify [--exact | --tolerance X] [--keep]
+    ift verify [--exact | --tolerance X] [--keep | --here]
     ift spread [--seeds N ...]
     ift bench [--out DIR] [--levers]
 """
@@ -96,7 +96,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
 def cmd_verify(args: argparse.Namespace) -> None:
     from ift.verify import verify
 
-    if not verify(Path.cwd(), "exact" if args.exact else None, args.tolerance, args.keep):
+    if not verify(Path.cwd(), "exact" if args.exact else None, args.tolerance, args.keep, args.here):
         sys.exit(1)
 
 
@@ -140,7 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="demand identical metrics and byte-identical outputs whatever the environment")
     how.add_argument("--tolerance", type=float, default=None,
                      help="accept any metric within this absolute difference instead")
-    verify.add_argument("--keep", action="store_true", help="keep the temporary rebuild for inspection")
+    where = verify.add_mutually_exclusive_group()
+    where.add_argument("--keep", action="store_true", help="keep the temporary rebuild for inspection")
+    where.add_argument("--here", action="store_true",
+                       help="compare this checkout's results, as `dvc repro` left them, instead of rebuilding "
+                            "(right after `dvc repro` on a fresh clone, as CI does, that is a rebuild from scratch)")
     verify.set_defaults(func=cmd_verify)
 
     spread = commands.add_parser(

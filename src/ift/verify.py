@@ -375,12 +375,35 @@ def rebuild(repo: Path, workdir: Path, committed: Path, env: dict[str, str] | No
     run_in_copy(["dvc", "repro"], workdir, env)
 
 
-def verify(repo: Path, force: str | None = None, tolerance: float | None = None, keep: bool = False) -> bool:
-    """Rebuild HEAD in a temporary copy; print the comparison; True if it passes."""
-    workdir = Path(tempfile.mkdtemp(prefix="ift-verify-"))
+def refuse_changed_code(repo: Path) -> None:
+    """A UserError if a tracked file other than the pipeline's results differs from HEAD in `repo`."""
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], repo)
+    results = ("dvc.lock", "reports/")  # what `dvc repro` rewrites: the very thing compared
+    changed = [line[3:] for line in status.stdout.splitlines() if not line[3:].startswith(results)]
+    if changed:
+        raise UserError(f"{repo}: {', '.join(changed)} differ from HEAD; `ift verify --here` compares this "
+                        "checkout's results with HEAD's: commit or stash the changes, or run `ift verify`")
+
+
+def verify(repo: Path, force: str | None = None, tolerance: float | None = None, keep: bool = False,
+           here: bool = False) -> bool:
+    """Rebuild HEAD in a temporary copy (`here`: take this checkout's results as the rebuild);
+    print the comparison; True if it passes."""
+    if here:
+        top = _run(["git", "rev-parse", "--show-toplevel"], repo)
+        if top.returncode != 0:
+            raise UserError(f"{repo}: not a git repository; `ift verify` checks committed results")
+        repo = Path(top.stdout.strip())
+    workdir = repo if here else Path(tempfile.mkdtemp(prefix="ift-verify-"))
     committed = Path(tempfile.mkdtemp(prefix="ift-committed-"))
     try:
-        rebuild(repo, workdir, committed)
+        if here:
+            # Right after `dvc repro` on a fresh clone (CI) this checkout is a rebuild from scratch.
+            refuse_changed_code(repo)
+            export_head(repo, committed)
+            refuse_stale(committed, "run `dvc repro` and commit dvc.lock and the metrics")
+        else:
+            rebuild(repo, workdir, committed)
         ok, report = check(committed, workdir, force, tolerance)
         print(report)
         return ok
@@ -388,5 +411,5 @@ def verify(repo: Path, force: str | None = None, tolerance: float | None = None,
         shutil.rmtree(committed, ignore_errors=True)
         if keep:
             print(f"kept {workdir}", file=sys.stderr)
-        else:
+        elif not here:  # (here, it is the user's own checkout)
             shutil.rmtree(workdir, ignore_errors=True)
