@@ -60,7 +60,8 @@ def refuse_uncommitted(repo: Path) -> None:
 def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: bool = False) -> dict[str, Any]:
     """All measurements; writes out_dir/bench.json and out_dir/bench.md."""
     from ift.config import compose, validate
-    from ift.io import read_jsonl, write_json, write_text
+    from ift.generation import fitted_max_new_tokens
+    from ift.io import read_json, read_jsonl, write_json, write_text
     from ift.modeling import load_model, load_tokenizer
     from ift.trainer import make_trainer
     from ift.verify import export_head
@@ -76,13 +77,15 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         params = load_params(copy / "params.yaml")
         tokenizer = load_tokenizer(copy / "models/base", padding_side="left")
         prompts = [row["input"] for row in read_jsonl(copy / "data/hydrated/test.jsonl")]
+        # What the eval stages generate (eval.max_new_tokens=null: the longest training answer).
+        max_new_tokens = fitted_max_new_tokens(params.eval.max_new_tokens, read_json(copy / "data/hydrated/stats.json"))
 
         print("eval: tuned tiny model vs batched generate() and the tutorial's loop", file=sys.stderr, flush=True)
         tiny = bench_eval(load_model(copy / "models/tuned"), load_tokenizer(copy / "models/tuned", "left"),
-                          prompts, params.eval.max_new_tokens, params.eval.batch_size)
+                          prompts, max_new_tokens, params.eval.batch_size)
         print("eval: pythia-70m shape vs batched generate() and the tutorial's loop", file=sys.stderr, flush=True)
         pythia = bench_eval(pythia_70m_shaped_model(), tokenizer, prompts[:params.eval.batch_size],
-                            params.eval.max_new_tokens, params.eval.batch_size, tutorial_prompts=16)
+                            max_new_tokens, params.eval.batch_size, tutorial_prompts=16)
         print("eval: long answers (lamini_docs-like) on the pythia-70m shape vs the tutorial's loop",
               file=sys.stderr, flush=True)
         long_answers = bench_long_answers(pythia_70m_shaped_model(), tokenizer,
