@@ -19,6 +19,18 @@ def first_tokens_agree(ours: list[int], theirs: list[int]) -> bool:
     return ours[:k] == theirs[:k]
 
 
+def time_tutorial_loop(model, tokenizer, prompts: list[str]) -> tuple[float, list[list[int]]]:
+    """Seconds of the tutorial's loop over `prompts`, and the token ids it generated (a batch of
+    one ends at EOS: no padding after it)."""
+    tokenizer.padding_side = "right"  # the tutorial never set it; it does not pad anyway
+    start = time.perf_counter()
+    with torch.inference_mode():
+        answers = [tutorial_inference(p, model, tokenizer, return_token_ids=True) for p in prompts]
+    seconds = time.perf_counter() - start
+    tokenizer.padding_side = "left"
+    return seconds, [ids for _, ids in answers]
+
+
 def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
                tutorial_prompts: int | None = None) -> dict[str, Any]:
     """Examples/s of our batched generation, of batched `generate()` and of the tutorial's loop,
@@ -40,22 +52,16 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
     users_ids = batched_generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     users_seconds = time.perf_counter() - start
 
-    tokenizer.padding_side = "right"  # the tutorial never set it; it does not pad anyway
-    start = time.perf_counter()
-    with torch.inference_mode():
-        theirs = [tutorial_inference(p, model, tokenizer, return_token_ids=True) for p in prompts[:tutorial_prompts]]
-    tutorial_seconds = time.perf_counter() - start
-    tokenizer.padding_side = "left"
-    theirs_ids = [ids for _, ids in theirs]  # a batch of one ends at EOS: no padding after it
+    tutorial_seconds, theirs_ids = time_tutorial_loop(model, tokenizer, prompts[:tutorial_prompts])
     # Whole answers can only be the same where both stopped at EOS before their (different) limits.
     both_stopped = [(a, b) for a, b in zip(ours_ids, theirs_ids)
                     if tokenizer.eos_token_id in a and tokenizer.eos_token_id in b]
     return {
         "examples": len(prompts),
         "ours_examples_per_second": len(prompts) / ours_seconds,
-        "tutorial_examples": len(theirs),
-        "tutorial_examples_per_second": len(theirs) / tutorial_seconds,
-        "speedup": (len(prompts) / ours_seconds) / (len(theirs) / tutorial_seconds),
+        "tutorial_examples": len(theirs_ids),
+        "tutorial_examples_per_second": len(theirs_ids) / tutorial_seconds,
+        "speedup": (len(prompts) / ours_seconds) / (len(theirs_ids) / tutorial_seconds),
         "batched_generate_examples_per_second": len(prompts) / users_seconds,
         "speedup_vs_batched_generate": users_seconds / ours_seconds,
         "identical_to_batched_generate": float(statistics.mean(a == b for a, b in zip(ours_ids, users_ids))),
@@ -83,12 +89,7 @@ def bench_long_answers(model, tokenizer, prompts: list[str], tutorial_prompts: i
     start = time.perf_counter()
     ours_ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc="ours")
     ours_seconds = time.perf_counter() - start
-    tokenizer.padding_side = "right"
-    start = time.perf_counter()
-    with torch.inference_mode():
-        theirs = [tutorial_inference(p, model, tokenizer, return_token_ids=True) for p in prompts[:tutorial_prompts]]
-    tutorial_seconds = time.perf_counter() - start
-    tokenizer.padding_side = "left"
+    tutorial_seconds, theirs_ids = time_tutorial_loop(model, tokenizer, prompts[:tutorial_prompts])
     prompt_tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     return {"examples": len(prompts), "tutorial_examples": tutorial_prompts,
             "mean_prompt_tokens": statistics.mean(prompt_tokens),
@@ -96,6 +97,6 @@ def bench_long_answers(model, tokenizer, prompts: list[str], tutorial_prompts: i
             "tutorial_examples_per_second": tutorial_prompts / tutorial_seconds,
             "speedup": (len(prompts) / ours_seconds) / (tutorial_prompts / tutorial_seconds),
             "ours_mean_generated_tokens": statistics.mean(map(len, ours_ids)),
-            "tutorial_mean_generated_tokens": statistics.mean(len(ids) for _, ids in theirs),
+            "tutorial_mean_generated_tokens": statistics.mean(map(len, theirs_ids)),
             "ours_settings": f"batch {batch_size}, max_new_tokens={max_new_tokens}",
             "tutorial_settings": "one at a time, max_length=100 (prompt included), as the tutorial wrote it"}
