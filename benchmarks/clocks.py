@@ -43,6 +43,25 @@ class StepClock(TrainerCallback):
         return self.end - self.start
 
 
+class StepTimes(TrainerCallback):
+    """perf_counter() when training starts and at the end of every optimizer step: the first
+    step's time apart (compilation, first matmul shapes) from the steps after it."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.times = [time.perf_counter()]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter())
+
+    def first_and_later(self) -> dict[str, float]:
+        """Seconds of the first step, and mean seconds per step of the others."""
+        first, rest = self.times[1] - self.times[0], self.times[-1] - self.times[1]
+        return {"first_step_seconds": first, "later_step_seconds": rest / max(len(self.times) - 2, 1)}
+
+
 def labelled_tokens(example: dict) -> int:
     """Tokens with a label: TRL turns the completion mask into labels before collating."""
     if "completion_mask" in example:

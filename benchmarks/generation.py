@@ -19,6 +19,32 @@ def first_tokens_agree(ours: list[int], theirs: list[int]) -> bool:
     return ours[:k] == theirs[:k]
 
 
+def prefill_tokens(encoded: list[list[int]], batch_size: int) -> dict[str, int]:
+    """Token positions the prompts' prefill computes: ours (length-sorted batches, the shared
+    prefix once) and batched generate()'s (batches in the given order, each padded to its longest)."""
+    from ift.generation import length_sorted_batches, shared_prefix_length
+
+    ours = 0
+    for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
+        rows = [encoded[i] for i in batch]
+        shared = shared_prefix_length(rows)
+        ours += shared + len(rows) * (max(len(row) for row in rows) - shared)
+    theirs = sum(len(batch) * max(map(len, batch))
+                 for batch in (encoded[i:i + batch_size] for i in range(0, len(encoded), batch_size)))
+    return {"ours": ours, "batched_generate": theirs}
+
+
+def decode_steps(encoded: list[list[int]], generated: list[list[int]], batch_size: int,
+                 max_new_tokens: int) -> dict[str, int]:
+    """Decode steps our batches ran (generate() stops a batch once every row has emitted EOS),
+    against max_new_tokens for every batch."""
+    from ift.generation import length_sorted_batches
+
+    batches = length_sorted_batches([len(ids) for ids in encoded], batch_size)
+    return {"run": sum(max(len(generated[i]) for i in batch) for batch in batches),
+            "without_stopping_at_eos": len(batches) * max_new_tokens}
+
+
 def time_tutorial_loop(model, tokenizer, prompts: list[str]) -> tuple[float, list[list[int]]]:
     """Seconds of the tutorial's loop over `prompts`, and the token ids it generated (a batch of
     one ends at EOS: no padding after it)."""
@@ -53,6 +79,7 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
     users_seconds = time.perf_counter() - start
 
     tutorial_seconds, theirs_ids = time_tutorial_loop(model, tokenizer, prompts[:tutorial_prompts])
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     # Whole answers can only be the same where both stopped at EOS before their (different) limits.
     both_stopped = [(a, b) for a, b in zip(ours_ids, theirs_ids)
                     if tokenizer.eos_token_id in a and tokenizer.eos_token_id in b]
@@ -69,7 +96,10 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
         "both_stopped_at_eos": len(both_stopped),
         "identical_answers": float(statistics.mean(a == b for a, b in both_stopped)) if both_stopped else None,
         "ours_mean_generated_tokens": statistics.mean(map(len, ours_ids)),
+        "batched_generate_mean_generated_tokens": statistics.mean(map(len, users_ids)),
         "tutorial_mean_generated_tokens": statistics.mean(map(len, theirs_ids)),
+        "prefill_tokens": prefill_tokens(encoded, batch_size),
+        "decode_steps": decode_steps(encoded, ours_ids, batch_size, max_new_tokens),
         "ours_settings": f"batch {batch_size}, prompts sorted by length, shared prefix computed once, "
                          f"padding + attention mask, max_new_tokens={max_new_tokens}",
         "tutorial_settings": "one at a time, no attention mask, max_length=100, prompt cut by characters",

@@ -1,18 +1,151 @@
-"""`ift bench --levers`: each training and eval option we considered, against the one we kept."""
+"""`ift bench --levers`: each training and eval option we considered, against the one we kept.
+
+python -m benchmarks.levers train-times COPY OPTION STEPS  prints train_step_times (in a new process).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.clocks import in_both_orders
+from benchmarks.clocks import StepTimes, in_both_orders, timed_config
 from benchmarks.training import fresh_process_step_seconds, step_seconds, tiny_step_seconds
-from benchmarks.workloads import alpaca_like_lengths, demo_dataset, pythia_70m_shaped_model, synthetic_dataset
-from ift.config import TrainConfig
+from benchmarks.workloads import (
+    alpaca_like_lengths,
+    demo_dataset,
+    lamini_like_prompts,
+    pythia_70m_shaped_model,
+    synthetic_dataset,
+)
+from ift.config import TrainConfig, load_params
+from ift.trainer import AnswerOnlyHeadSFTTrainer
+
+
+class ForeachAdamWTrainer(AnswerOnlyHeadSFTTrainer):
+    """Our trainer with torch's foreach AdamW: no transformers `optim` name selects it on CPU,
+    where AdamW's own default is its for-loop."""
+
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args, model=None):
+        optimizer_cls, kwargs = AnswerOnlyHeadSFTTrainer.get_optimizer_cls_and_kwargs(args, model)
+        return optimizer_cls, {**kwargs, "foreach": True}
+
+
+# Options timed over a train stage's first steps, each in a new process (as a stage runs) with
+# an empty torch.compile cache (as a first run has): name -> settings.
+TRAIN_OPTIONS = {
+    "kept": ("kept: train/default (fused AdamW, packed_eager attention, a thread per core)", {}),
+    "compile": ("torch.compile of the model (inductor; compile time counted)", {"compile": True}),
+    "foreach": ("foreach AdamW", {"change": {"optim": "adamw_torch"}, "foreach": True}),
+    "for_loop": ("for-loop AdamW (transformers' adamw_torch on CPU)", {"change": {"optim": "adamw_torch"}}),
+    "flex": ("FlexAttention on the packed rows", {"change": {"attn_implementation": "flex_attention"}}),
+    "one_thread": ("one thread", {"threads": 1}),
+}
+
+
+def train_step_times(copy: Path, option: str, steps: int) -> dict[str, float]:
+    """StepTimes.first_and_later for the tiny base model with train/default and TRAIN_OPTIONS[option],
+    on the demo's training split."""
+    from ift.modeling import load_model, load_tokenizer
+    from ift.trainer import make_trainer
+
+    settings = TRAIN_OPTIONS[option][1]
+    if "threads" in settings:
+        torch.set_num_threads(settings["threads"])
+    params = load_params(copy / "params.yaml")
+    tokenizer = load_tokenizer(copy / "models/base")
+    model = load_model(copy / "models/base")
+    if settings.get("compile"):
+        model.compile()  # the forward through inductor, the backward through AOTAutograd
+    cfg = timed_config(TrainConfig(**{**vars(params.train), **settings.get("change", {})}), steps)
+    times = StepTimes()
+    with tempfile.TemporaryDirectory(prefix="ift-bench-lever-") as work_dir:
+        trainer = make_trainer(model, tokenizer, demo_dataset(copy, tokenizer, params.train.max_length), cfg, 0,
+                               Path(work_dir), [times],
+                               trainer_class=ForeachAdamWTrainer if settings.get("foreach") else None)
+        trainer.train()
+    return times.first_and_later()
+
+
+def fresh_process_train_times(copy: Path, option: str, steps: int) -> dict[str, Any]:
+    """train_step_times in a new process with an empty compile cache; {"error": line} if it fails."""
+    with tempfile.TemporaryDirectory(prefix="ift-bench-inductor-") as cache:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.levers", "train-times", str(copy), option, str(steps)],
+                              cwd=copy, capture_output=True, text=True,
+                              env={**os.environ, "TQDM_DISABLE": "1", "TORCHINDUCTOR_CACHE_DIR": cache})
+    if done.returncode != 0:
+        last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["(no output)"]
+        return {"error": last[0][:300]}
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def bench_train_options(copy: Path, steps: int = 30) -> dict[str, dict[str, Any]]:
+    """TRAIN_OPTIONS over the first `steps` steps, each run twice (in order, then reversed):
+    first-step and later-step seconds, and the train stage's steps at that pace."""
+    stage_steps = json.loads((copy / "reports/train/metrics.json").read_text())["step"]
+    runs: dict[str, list[dict[str, Any]]] = {option: [] for option in TRAIN_OPTIONS}
+    for option in [*TRAIN_OPTIONS, *reversed(TRAIN_OPTIONS)]:
+        runs[option].append(fresh_process_train_times(copy, option, steps))
+    results = {}
+    for option, measured in runs.items():
+        name = TRAIN_OPTIONS[option][0]
+        errors = [m["error"] for m in measured if "error" in m]
+        if errors:
+            results[name] = {"error": errors[0]}
+            continue
+        first = statistics.mean(m["first_step_seconds"] for m in measured)
+        later = statistics.mean(m["later_step_seconds"] for m in measured)
+        results[name] = {"first_step_seconds": first, "later_step_seconds": later,
+                         "stage_seconds_at_this_pace": first + later * (stage_steps - 1), "stage_steps": stage_steps}
+    return results
+
+
+def bench_decode_options(copy: Path, max_new_tokens: int = 128, batch_size: int = 64) -> dict[str, dict[str, Any]]:
+    """Decoding options on the long-answers workload (pythia-70m shape, lamini_docs-like prompts):
+    seconds of a first and a second call (a compiled decode step compiles in the first), and
+    whether the generated ids equal the kept option's."""
+    from transformers import CompileConfig
+
+    from ift.generation import generate_token_ids
+    from ift.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(copy / "models/base", padding_side="left")
+    prompts = lamini_like_prompts(tokenizer, batch_size)
+    compiled = CompileConfig(mode="default")
+    compiled._compile_all_devices = True  # generate() compiles on GPUs only unless told (transformers' own flag)
+    options = [("kept: dynamic KV cache, shared prefix", {}, None),
+               ("static KV cache", {"cache_implementation": "static"}, None),
+               ("static KV cache, decode step compiled (torch.compile, inductor)",
+                {"cache_implementation": "static", "compile_config": compiled}, None),
+               ("one thread", {}, 1)]
+    results, kept_ids = {}, None
+    for name, generation, threads in options:
+        model = pythia_70m_shaped_model()
+        for key, value in generation.items():
+            setattr(model.generation_config, key, value)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            seconds, ids = [], None
+            for _ in range(2):
+                start = time.perf_counter()
+                ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc=name)
+                seconds.append(time.perf_counter() - start)
+        finally:
+            torch.set_num_threads(before)
+        kept_ids = kept_ids or ids
+        results[name] = {"first_call_seconds": seconds[0], "second_call_seconds": seconds[1],
+                         "identical_ids": float(statistics.mean(a == b for a, b in zip(ids, kept_ids)))}
+    return results
 
 
 def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
@@ -90,7 +223,13 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                     ("bf16 autocast", True, True)]
     seconds = in_both_orders(eval_options, eval_seconds)
     kept_name, *kept_key = eval_options[0]
+    print("levers: train options, each in a new process", file=sys.stderr, flush=True)
+    train_options = bench_train_options(copy)
+    print("levers: decoding options on long answers", file=sys.stderr, flush=True)
+    decode_options = bench_decode_options(copy)
     return {
+        "tiny_train_options_in_a_new_process": train_options,
+        "pythia70m_long_answers_decoding": decode_options,
         "tiny_train_seconds_per_step": tiny,
         "tiny_fresh_process_train_seconds_per_step": tiny_fresh,
         "tiny_alpaca_like_train_seconds_per_step": tiny_alpaca,
@@ -120,4 +259,22 @@ def levers_markdown(levers: dict[str, Any]) -> list[str]:
               "greedy answers identical to its answers:", ""]
     lines += [f"- {name}: {e['speed_vs_kept']:.2f}x, identical {e['identical_answers']:.3f}"
               for name, e in levers["tiny_eval"].items()]
+    if "tiny_train_options_in_a_new_process" in levers:  # (older reports lack them)
+        lines += ["", "Tiny model, demo data, each option in a new process with an empty compile cache (as a "
+                  "train stage's first run), twice: seconds of the first step, of each later step, and of the "
+                  "train stage's steps at that pace:", ""]
+        for name, t in levers["tiny_train_options_in_a_new_process"].items():
+            lines.append(f"- {name}: failed: {t['error']}" if "error" in t else
+                         f"- {name}: first {t['first_step_seconds']:.2f}, later {t['later_step_seconds']:.3f}, "
+                         f"{t['stage_steps']} steps {t['stage_seconds_at_this_pace']:.1f}")
+        lines += ["", "pythia-70m shape, long answers (64 lamini_docs-like prompts, max_new_tokens 128), "
+                  "seconds of a first and a second call, and the share of rows whose ids equal the kept option's:",
+                  ""]
+        lines += [f"- {name}: first {d['first_call_seconds']:.1f}, second {d['second_call_seconds']:.1f}, "
+                  f"identical {d['identical_ids']:.3f}"
+                  for name, d in levers["pythia70m_long_answers_decoding"].items()]
     return lines
+
+
+if __name__ == "__main__":
+    print(json.dumps(train_step_times(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))

@@ -57,6 +57,14 @@ def refuse_uncommitted(repo: Path) -> None:
                         "committed code: commit or stash them first")
 
 
+STARTED = time.perf_counter()
+
+
+def phase(message: str) -> None:
+    """A progress line on stderr, with the time since the benchmark started."""
+    print(f"[{time.perf_counter() - STARTED:4.0f} s] {message}", file=sys.stderr, flush=True)
+
+
 def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: bool = False) -> dict[str, Any]:
     """All measurements; writes out_dir/bench.json and out_dir/bench.md."""
     from ift.config import compose, validate
@@ -72,7 +80,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
     copy = Path(tempfile.mkdtemp(prefix="ift-bench-"))
     try:
         export_head(repo, copy)
-        print("pipeline: the committed default pipeline from scratch", file=sys.stderr, flush=True)
+        phase("pipeline: the committed default pipeline from scratch")
         pipeline = bench_pipeline(copy)
         params = load_params(copy / "params.yaml")
         tokenizer = load_tokenizer(copy / "models/base", padding_side="left")
@@ -80,23 +88,21 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         # What the eval stages generate (eval.max_new_tokens=null: the longest training answer).
         max_new_tokens = fitted_max_new_tokens(params.eval.max_new_tokens, read_json(copy / "data/hydrated/stats.json"))
 
-        print("eval: tuned tiny model vs batched generate() and the tutorial's loop", file=sys.stderr, flush=True)
+        phase("eval: tuned tiny model vs batched generate() and the tutorial's loop")
         tiny = bench_eval(load_model(copy / "models/tuned"), load_tokenizer(copy / "models/tuned", "left"),
                           prompts, max_new_tokens, params.eval.batch_size)
-        print("eval: pythia-70m shape vs batched generate() and the tutorial's loop", file=sys.stderr, flush=True)
+        phase("eval: pythia-70m shape vs batched generate() and the tutorial's loop")
         pythia = bench_eval(pythia_70m_shaped_model(), tokenizer, prompts[:params.eval.batch_size],
                             max_new_tokens, params.eval.batch_size, tutorial_prompts=16)
-        print("eval: long answers (lamini_docs-like) on the pythia-70m shape vs the tutorial's loop",
-              file=sys.stderr, flush=True)
+        phase("eval: long answers (lamini_docs-like) on the pythia-70m shape vs the tutorial's loop")
         long_answers = bench_long_answers(pythia_70m_shaped_model(), tokenizer,
                                           lamini_like_prompts(tokenizer, params.eval.batch_size), tutorial_prompts=8,
                                           batch_size=params.eval.batch_size)
 
-        print(f"train: pythia-70m shape with train={train_preset}, ours vs TRL as a user writes it", file=sys.stderr,
-              flush=True)
+        phase(f"train: pythia-70m shape with train={train_preset}, ours vs TRL as a user writes it")
         train_cfg = validate(compose([f"train={train_preset}"], copy / "conf")).train
         train = bench_train(tokenizer, train_cfg, steps=4, warmup=1)  # (TRL's steps are slow: ~30 s each here)
-        print("train: full finetuning vs LoRA, memory and tokens/s", file=sys.stderr, flush=True)
+        phase("train: full finetuning vs LoRA, memory and tokens/s")
         footprints = train_footprints(copy / "models/base", train_cfg)
         # Padding waste with the train settings each kind of data is used with: the demo with
         # train/default (model=tiny), alpaca-like lengths with train/<train_preset>.
@@ -108,11 +114,10 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
             with tempfile.TemporaryDirectory(prefix="ift-bench-waste-") as work_dir:
                 trainer = make_trainer(pythia_70m_shaped_model(), tokenizer, dataset, cfg, 0, Path(work_dir))
                 waste[name] = padding_waste(trainer)
-        print("queue: two experiments one at a time vs two at a time (dvc queue start -j 1, -j 2)",
-              file=sys.stderr, flush=True)
+        phase("queue: two experiments one at a time vs two at a time (dvc queue start -j 1, -j 2)")
         queue = bench_queue(copy)
         if levers:
-            print("levers: every option against the one kept", file=sys.stderr, flush=True)
+            phase("levers: every option against the one kept")
             from benchmarks.levers import bench_levers
 
             lever_results = bench_levers(copy, params, train_cfg)

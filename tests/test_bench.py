@@ -170,3 +170,63 @@ def test_peak_memory_is_this_process_own():
     code = "from benchmarks.training import peak_rss_mib; print(peak_rss_mib())"
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert child < before + 250
+
+
+def test_step_times_separate_the_first_step_from_the_rest():
+    from benchmarks.clocks import StepTimes
+
+    times = StepTimes()
+    times.times = [10.0, 14.0, 14.5, 15.0, 15.5]  # a slow first step (compilation), then 0.5 s each
+    assert times.first_and_later() == {"first_step_seconds": 4.0, "later_step_seconds": 0.5}
+
+
+def test_the_foreach_lever_builds_a_foreach_adamw(tmp_path):
+    from transformers import TrainingArguments
+
+    from benchmarks.levers import ForeachAdamWTrainer
+
+    args = TrainingArguments(output_dir=str(tmp_path), optim="adamw_torch", use_cpu=True, report_to="none")
+    optimizer_cls, kwargs = ForeachAdamWTrainer.get_optimizer_cls_and_kwargs(args)
+    assert optimizer_cls.__name__ == "AdamW" and kwargs["foreach"] is True and not kwargs.get("fused")
+
+
+def test_lever_report_shows_measured_options_and_failures():
+    from benchmarks.levers import levers_markdown
+
+    levers = {"tiny_train_seconds_per_step": {}, "tiny_fresh_process_train_seconds_per_step": {},
+              "tiny_alpaca_like_train_seconds_per_step": {}, "pythia70m_train_tokens_per_second": {},
+              "tiny_eval": {},
+              "tiny_train_options_in_a_new_process": {
+                  "kept": {"first_step_seconds": 0.4, "later_step_seconds": 0.09, "stage_steps": 339,
+                           "stage_seconds_at_this_pace": 30.9},
+                  "flex": {"error": "NotImplementedError: no backward on CPU"}},
+              "pythia70m_long_answers_decoding": {
+                  "static": {"first_call_seconds": 12.0, "second_call_seconds": 11.0, "identical_ids": 1.0}}}
+    text = "\n".join(levers_markdown(levers))
+    assert "- kept: first 0.40, later 0.090, 339 steps 30.9" in text
+    assert "- flex: failed: NotImplementedError: no backward on CPU" in text
+    assert "- static: first 12.0, second 11.0, identical 1.000" in text
+
+
+def test_a_target_not_met_says_by_how_much_and_why():
+    results = json.loads(SAMPLE.read_text())
+    results["eval"]["pythia70m"]["prefill_tokens"] = {"ours": 3000, "batched_generate": 3600}
+    results["eval"]["tiny"]["decode_steps"] = {"run": 150, "without_stopping_at_eos": 192}
+    results["pipeline_seconds"] = 180.0
+    text = markdown(results)
+    assert "- `pipeline_seconds`: 180 against <= 90, 2.00x short. fetch took" in text
+    assert not target_met(results, "generate_speedup_vs_batched_generate.pythia70m")  # (the sample's 1.18x)
+    assert "3000 positions against 3600 (1.20x fewer)" in text
+    assert "- `noop_repro_seconds`" not in text.split("Targets not met")[1]  # met: no line
+    assert "our batches ran 150 decode steps, against 192 at max_new_tokens" in text
+
+
+def test_prefill_and_decode_counts_follow_the_batches():
+    from benchmarks.generation import decode_steps, prefill_tokens
+
+    encoded = [[7, 8, 1], [7, 8, 2, 3], [7, 9], [5]]
+    # ours, batches of 2 sorted by length: [[7,8,2,3],[7,8,1]] share 2 -> 2 + 2 x 2; [[7,9],[5]] share 0 -> 2 x 2
+    # batched generate, in order: [[7,8,1],[7,8,2,3]] -> 2 x 4; [[7,9],[5]] -> 2 x 2
+    assert prefill_tokens(encoded, 2) == {"ours": 6 + 4, "batched_generate": 8 + 4}
+    generated = [[4, 0], [4, 4, 4], [0], [4, 0]]
+    assert decode_steps(encoded, generated, 2, 6) == {"run": 3 + 2, "without_stopping_at_eos": 12}
