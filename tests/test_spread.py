@@ -15,6 +15,16 @@ def test_summarize_gives_each_metrics_mean_and_sample_std():
     assert "| tuned | exact_match | 0.8 | 0.1 |" in table and "stderr" not in table
 
 
+def test_the_rounding_spread_shows_what_ift_verify_allows_in_standard_errors():
+    result = {"by": "rounding", "settings": ["one thread"],
+              "mean": {"tuned": {"exact_match": 0.8, "exact_match_stderr": 0.01, "n_examples": 2000}},
+              "std": {"tuned": {"exact_match": 0.01, "exact_match_stderr": 0.0, "n_examples": 0.0}},
+              "runs": {"unperturbed": {"tuned": {"exact_match": 0.8, "exact_match_stderr": 0.01}}}}
+    table = markdown(result)
+    assert "| tuned | exact_match | 0.8 | 0.01 | 5.2 |" in table  # 3 x sqrt(0.01^2 + 2 x 0.01^2) / 0.01
+    assert "| tuned | n_examples | 2000 | 0 | - |" in table
+
+
 def test_one_seed_is_refused(tmp_path):
     with pytest.raises(UserError, match="at least two seeds"):
         measure_spread(tmp_path, "seed", [1])

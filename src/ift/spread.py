@@ -29,9 +29,11 @@ from ift.environment import KERNEL_ENV_VARS
 from ift.errors import UserError
 from ift.io import write_json
 from ift.verify import (
+    NOISE_SIGMAS,
     SPREAD_FILE,
     environment_hashes,
     export_head,
+    noise_sigma,
     read_environments,
     read_metrics,
     refuse_stale,
@@ -133,13 +135,29 @@ def measure_spread(repo: Path, by: str = "rounding", seeds: list[int] | None = N
 
 
 def markdown(result: dict) -> str:
-    """The spread as a table: each metric's mean and standard deviation over the runs."""
+    """The spread as a table: each metric's mean and standard deviation over the runs; for the
+    rounding spread (the one `ift verify` reads), also the difference it allows an eval metric on
+    another environment, in the committed standard errors (the unperturbed run's)."""
+    from ift.statistics import EVAL_METRICS, stderr_key  # (scipy: not at `ift` start-up)
+
+    by_seed = result["by"] == "seed"
     over = (f"seeds {', '.join(map(str, result['seeds']))} (data seed {result['data_seed']})"
-            if result["by"] == "seed" else "this machine as it is and with " + "; ".join(result["settings"]))
-    lines = [f"Run-to-run spread over {over}:", "",
-             "| file | metric | mean | std |", "| --- | --- | ---: | ---: |"]
+            if by_seed else "this machine as it is and with " + "; ".join(result["settings"]))
+    if by_seed:
+        lines = [f"Run-to-run spread over {over}:", "", "| file | metric | mean | std |", "| --- | --- | ---: | ---: |"]
+    else:
+        lines = [f"Run-to-run spread over {over}; `allowed`: the difference `ift verify` allows an eval metric "
+                 f"on another environment ({NOISE_SIGMAS:g} sigma, README, Guarantees), in committed standard "
+                 "errors:", "",
+                 "| file | metric | mean | std | allowed |", "| --- | --- | ---: | ---: | ---: |"]
     for where, metrics in result["std"].items():
         for key, std in metrics.items():
-            if not key.endswith("_stderr"):
-                lines.append(f"| {where} | {key} | {result['mean'][where][key]:.6g} | {std:.3g} |")
+            if key.endswith("_stderr"):
+                continue
+            row = f"| {where} | {key} | {result['mean'][where][key]:.6g} | {std:.3g} |"
+            if not by_seed:
+                committed = result["runs"]["unperturbed"][where]
+                stderr = committed.get(stderr_key(key), 0.0) if key in EVAL_METRICS else 0.0
+                row += f" {NOISE_SIGMAS * noise_sigma(stderr, std) / stderr:.1f} |" if stderr > 0 else " - |"
+            lines.append(row)
     return "\n".join(lines)

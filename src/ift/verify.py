@@ -224,6 +224,12 @@ def _ratio(difference: float, scale: float) -> float:
     return difference / scale if scale > 0 else (0.0 if difference == 0 else math.inf)
 
 
+def noise_sigma(stderr: float, spread: float) -> float:
+    """An eval metric's sigma when the environment differs: its test-set standard error, and the
+    run-to-run spread of each of the two builds (README, Guarantees)."""
+    return math.sqrt(stderr ** 2 + 2 * spread ** 2)
+
+
 def _noise_row(where: str, key: str, old: float, new: float, sigma: float, note: str = "") -> Row:
     """Passes within NOISE_SIGMAS x sigma."""
     z = _ratio(abs(new - old), sigma)
@@ -245,8 +251,8 @@ def statistical_row(where: str, key: str, committed: dict[str, float], new: floa
         return Row(where, key, old, new, "missing", "-", False)
     if key in EVAL_METRICS:  # within its noise
         se = committed.get(stderr_key(key)) or stderr_floor(key, old, committed.get("n_examples", 0))
-        sigma = math.sqrt(se ** 2 + 2 * spread.get(key, 0.0) ** 2)
-        return _noise_row(where, key, old, new, sigma, "" if key in spread else ", no spread measured")
+        return _noise_row(where, key, old, new, noise_sigma(se, spread.get(key, 0.0)),
+                          "" if key in spread else ", no spread measured")
     name = key.removeprefix("smoothed.")
     if name != key and name in SMOOTHED_CURVES:  # a training curve's mean over its last points
         # A relative tolerance: no test-set error floors a spread measured from five builds.
