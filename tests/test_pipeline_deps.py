@@ -36,10 +36,10 @@ def test_each_stage_depends_on_the_code_it_imports(stage):
     assert str(script.relative_to(ROOT)) in STAGES[stage]["deps"]
 
 
-@pytest.mark.parametrize("module", ["src/ift/trainer.py", "src/ift/training.py", "src/ift/packing.py"])
+@pytest.mark.parametrize("module", ["src/ift/trainer.py", "src/ift/training.py", "src/ift/packing.py",
+                                    "src/ift/attention.py"])
 def test_the_finetuning_code_is_a_dependency_of_train_alone(module):
-    """Editing the loss, the trainer or packing reruns train (and tuned_eval, through the model) only.
-    (ift.attention's kernel also packs the tiny model's pretraining, in fetch.)"""
+    """Editing the loss, the trainer or packing reruns train (and tuned_eval, through the model) only."""
     assert [name for name, stage in STAGES.items() if module in stage["deps"]] == ["train"]
 
 

@@ -15,8 +15,7 @@ like any other kernel (`train.attn_implementation`). Rows without a padding mask
 (training rows, packed or not) take this path; masked rows and generation go to
 transformers' sdpa attention with its own mask. On GPUs, use flash_attention_2 instead (its
 kernels are variable-length; this path reads the boundaries on the host in every layer).
-train/default uses it (its packed rows padded to a multiple of 64 tokens by ift.packing), and so
-does the tiny model's pretraining (ift.tiny).
+train/default uses it (its packed rows padded to a multiple of 64 tokens by ift.packing).
 tests/test_attention.py checks outputs and gradients against sdpa with a block-diagonal mask.
 """
 

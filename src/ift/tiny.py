@@ -83,24 +83,20 @@ def _training_texts(records: list[dict[str, str]]) -> Iterable[str]:
 
 def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, documents: list[str],
              arch: TinyModelConfig, seed: int, work_dir: Path) -> dict[str, float]:
-    """Causal language modelling (loss on every document token), with transformers' Trainer.
+    """Causal language modelling (loss on every token but padding), with transformers' Trainer.
 
-    Each batch of random documents is packed into one row without padding (transformers'
-    flattening collator), its documents kept apart by ift.attention's packed_eager kernel: the
-    same loss as padded batches, on half the tokens here; no checkpoints (pretraining is part
-    of fetch, which is short).
+    Padded batches of random documents; eager attention, the faster kernel for a model this
+    small on CPU; no checkpoints (pretraining is part of fetch, which is short).
     """
     from datasets import Dataset
-    from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import ProgressCallback
-
-    from ift.attention import PACKED_EAGER
 
     eos = tokenizer.eos_token_id
     dataset = Dataset.from_list(
         [{"input_ids": ids + [eos]} for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]])
     set_seed(seed)
-    model.set_attn_implementation(PACKED_EAGER)
+    model.set_attn_implementation("eager")
     args = TrainingArguments(
         output_dir=str(work_dir), seed=seed, data_seed=seed, max_steps=arch.pretrain_steps,
         per_device_train_batch_size=arch.pretrain_batch_size, learning_rate=arch.pretrain_learning_rate,
@@ -108,7 +104,7 @@ def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, documen
         use_cpu=not torch.cuda.is_available(), logging_steps=max(arch.pretrain_steps // 5, 1), save_strategy="no",
         report_to="none", disable_tqdm=False, dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=DataCollatorWithFlattening())
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
     if trainer.pop_callback(ProgressCallback) is not None:  # (none when tqdm is off)
         trainer.add_callback(ReadableProgressCallback("pretraining"))
     result = trainer.train()
