@@ -32,7 +32,7 @@ def bench_pipeline(copy: Path) -> dict[str, Any]:
 
 # Two learning rates per run of the queue, none repeated: a repeat would be restored from the run-cache.
 QUEUED_RATES = {1: ("2e-3", "4e-3"), 2: ("3e-3", "5e-3")}
-QUEUED_STEPS = 60  # shorter than the default's 339 steps; the same for both runs
+QUEUED_STEPS = 30  # shorter than the default's 339 steps; the same for both runs
 
 
 def run_queue(copy: Path, env: dict, jobs: int) -> float:

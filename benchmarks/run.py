@@ -90,7 +90,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
 
         phase("eval: tuned tiny model vs batched generate() and the tutorial's loop")
         tiny = bench_eval(load_model(copy / "models/tuned"), load_tokenizer(copy / "models/tuned", "left"),
-                          prompts, max_new_tokens, params.eval.batch_size)
+                          prompts, max_new_tokens, params.eval.batch_size, tutorial_prompts=500)
         phase("eval: pythia-70m shape vs batched generate() and the tutorial's loop")
         pythia = bench_eval(pythia_70m_shaped_model(), tokenizer, prompts[:params.eval.batch_size],
                             max_new_tokens, params.eval.batch_size, tutorial_prompts=16)
@@ -101,7 +101,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
 
         phase(f"train: pythia-70m shape with train={train_preset}, ours vs TRL as a user writes it")
         train_cfg = validate(compose([f"train={train_preset}"], copy / "conf")).train
-        train = bench_train(tokenizer, train_cfg, steps=4, warmup=1)  # (TRL's steps are slow: ~30 s each here)
+        train = bench_train(tokenizer, train_cfg, steps=3, warmup=1)  # (TRL's steps are slow: 30-45 s each here)
         phase("train: full finetuning vs LoRA, memory and tokens/s")
         footprints = train_footprints(copy / "models/base", train_cfg)
         # Padding waste with the train settings each kind of data is used with: the demo with

@@ -136,7 +136,7 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (the memory measurement needs Linux)")
 
 
-def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 4) -> dict[str, float]:
+def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 3) -> dict[str, float]:
     """bench_train with `cfg` in this process, and the process's peak memory (RSS) while training.
 
     Run it in a fresh process (train_footprints): the peak only ever grows.
