@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.clocks import in_both_orders
 from benchmarks.peers import batched_generate
 from benchmarks.tutorial import tutorial_inference
 
@@ -69,14 +70,25 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
     from ift.generation import decode_answers, generate_token_ids
 
     generate_token_ids(model, tokenizer, prompts[:batch_size], max_new_tokens, batch_size, desc="warm-up")
-    start = time.perf_counter()
-    ours_ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc="ours")
-    decode_answers(tokenizer, ours_ids)
-    ours_seconds = time.perf_counter() - start
+    generated: dict[str, list[list[int]]] = {}
 
-    start = time.perf_counter()
-    users_ids = batched_generate(model, tokenizer, prompts, max_new_tokens, batch_size)
-    users_seconds = time.perf_counter() - start
+    def ours() -> list[list[int]]:
+        ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc="ours")
+        decode_answers(tokenizer, ids)
+        return ids
+
+    def seconds_of(name: str, generate) -> float:
+        start = time.perf_counter()
+        generated[name] = generate()
+        return time.perf_counter() - start
+
+    # Each side twice, in both orders: a single reading of one side moved by 1.5x between runs.
+    def users() -> list[list[int]]:
+        return batched_generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+
+    seconds = in_both_orders([("ours", "ours", ours), ("batched generate", "batched generate", users)], seconds_of)
+    ours_ids, users_ids = generated["ours"], generated["batched generate"]
+    ours_seconds, users_seconds = seconds["ours"], seconds["batched generate"]
 
     tutorial_seconds, theirs_ids = time_tutorial_loop(model, tokenizer, prompts[:tutorial_prompts])
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]

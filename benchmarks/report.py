@@ -124,7 +124,8 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{e['identical_to_batched_generate']:.3f} | {e['tutorial_examples_per_second']:.2f} | "
                      f"{e['speedup']:.1f} |")
     e = results["eval"]["tiny"]
-    lines += ["", f"Ours: {e['ours_settings']}; batched generate: {e['batched_generate_settings']}; tutorial: "
+    lines += ["", "Ours and batched generate() each ran twice, in both orders (the means); the tutorial's loop once. "
+              f"Ours: {e['ours_settings']}; batched generate: {e['batched_generate_settings']}; tutorial: "
               f"{e['tutorial_settings']}. Against the tutorial, answers agree in their first tokens "
               f"({e['first_tokens_agree']:.3f} on the tiny model). The pythia-70m-shaped model has random weights "
               "(it never emits EOS), so everyone generates up to their limits there; its prompts use the demo "
