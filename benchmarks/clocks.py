@@ -1,8 +1,9 @@
-"""Timers and counters: the machine's matmul peak, optimizer-step timing, real-token counting."""
+"""Timers and counters: progress lines, the machine's matmul peak, optimizer-step timing, real-token counting."""
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -11,6 +12,13 @@ from transformers import TrainerCallback
 
 from ift.config import TrainConfig
 from ift.tokenization import IGNORE_INDEX
+
+STARTED = time.perf_counter()  # (the benchmark imports this module as it starts)
+
+
+def phase(message: str) -> None:
+    """A progress line on stderr, with the time since the benchmark started."""
+    print(f"[{time.perf_counter() - STARTED:4.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:

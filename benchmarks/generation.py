@@ -82,10 +82,10 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
         generated[name] = generate()
         return time.perf_counter() - start
 
-    # Each side twice, in both orders: a single reading of one side moved by 1.5x between runs.
     def users() -> list[list[int]]:
         return batched_generate(model, tokenizer, prompts, max_new_tokens, batch_size)
 
+    # Each side twice, in both orders: a single reading of one side moved by 1.5x between runs.
     seconds = in_both_orders([("ours", "ours", ours), ("batched generate", "batched generate", users)], seconds_of)
     ours_ids, users_ids = generated["ours"], generated["batched generate"]
     ours_seconds, users_seconds = seconds["ours"], seconds["batched generate"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.clocks import StepTimes, in_both_orders, timed_config
+from benchmarks.clocks import StepTimes, in_both_orders, phase, timed_config
 from benchmarks.training import fresh_process_step_seconds, step_seconds, tiny_step_seconds
 from benchmarks.workloads import (
     alpaca_like_lengths,
@@ -223,9 +223,9 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                     ("bf16 autocast", True, True)]
     seconds = in_both_orders(eval_options, eval_seconds)
     kept_name, *kept_key = eval_options[0]
-    print("levers: train options, each in a new process", file=sys.stderr, flush=True)
+    phase("levers: train options, each in a new process")
     train_options = bench_train_options(copy)
-    print("levers: decoding options on long answers", file=sys.stderr, flush=True)
+    phase("levers: decoding options on long answers")
     decode_options = bench_decode_options(copy)
     return {
         "tiny_train_options_in_a_new_process": train_options,

@@ -6,7 +6,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.clocks import padding_waste
+from benchmarks.clocks import padding_waste, phase
 from benchmarks.generation import bench_eval, bench_long_answers
 from benchmarks.pipeline import bench_pipeline, bench_queue
 from benchmarks.report import markdown, targets
@@ -55,14 +54,6 @@ def refuse_uncommitted(repo: Path) -> None:
     if changed:
         raise UserError(f"{root}: uncommitted changes in {', '.join(changed)}; `ift bench` measures the "
                         "committed code: commit or stash them first")
-
-
-STARTED = time.perf_counter()
-
-
-def phase(message: str) -> None:
-    """A progress line on stderr, with the time since the benchmark started."""
-    print(f"[{time.perf_counter() - STARTED:4.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: bool = False) -> dict[str, Any]:
