@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ import torch
 
 from ift.config import TINY_NAME, ModelConfig, expanded_path, is_local_path
 from ift.errors import UserError
+from ift.processes import local_rank
 from ift.tokenization import ensure_pad_token
 
 if TYPE_CHECKING:
@@ -26,8 +26,8 @@ def pick_device() -> torch.device:
 
     GPU paths are written for, but not verified on, the machines this project is tested on.
     """
-    if torch.cuda.is_available():  # under torchrun, the GPU of this process (LOCAL_RANK)
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if torch.cuda.is_available():  # under torchrun, the GPU of this process
+        return torch.device("cuda", local_rank())
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

@@ -37,9 +37,14 @@ def local_world_size() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
+def local_rank() -> int:
+    """This process's index on its machine (0 without a launcher): on GPUs, its device."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_local_main_process() -> bool:
     """The first process on this machine (it owns the machine's checkpoint directory)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+    return local_rank() == 0
 
 
 def is_main_process() -> bool:
