@@ -36,3 +36,20 @@ def required_flops(model, examples: list[tuple[int, int]]) -> dict[str, float]:
 HOW_COUNTED = ("6 x non-embedding parameters x all tokens + 6 x LM-head parameters x labelled tokens "
                "+ 12 x layers x hidden x attended keys (causal, per example); padding and recomputation "
                "count for nothing")
+
+
+def decode_flops(model, prompt_lengths: list[int], generated_lengths: list[int]) -> float:
+    """Forward FLOPs of greedy decoding's steps alone, the prefill not counted: each generated
+    token but the last runs through the model (2 x non-embedding parameters), each generated
+    token needs its logits (2 x LM-head parameters), and each position a step runs attends to
+    the keys up to it (4 x layers x hidden per key)."""
+    config = model.config
+    fed = sum(max(g - 1, 0) for g in generated_lengths)
+    # Decode positions p .. p+g-2 of a row with a p-token prompt attend to p+1 .. p+g-1 keys.
+    keys = sum((p + g) * (p + g - 1) // 2 - p * (p + 1) // 2 for p, g in zip(prompt_lengths, generated_lengths) if g)
+    return (2 * non_embedding_parameters(model) * fed + 2 * lm_head_parameters(model) * sum(generated_lengths)
+            + 4 * config.num_hidden_layers * config.hidden_size * keys)
+
+
+DECODE_HOW_COUNTED = ("2 x non-embedding parameters x tokens fed back + 2 x LM-head parameters x tokens generated "
+                      "+ 4 x layers x hidden x attended keys; the prefill counts for nothing")

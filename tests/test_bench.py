@@ -51,6 +51,21 @@ def test_required_flops_count_each_part_from_the_examples():
     assert flops["total"] == flops["non_embedding"] + flops["lm_head"] + flops["attention"]
 
 
+def test_decode_flops_count_the_steps_not_the_prefill():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from benchmarks.flops import decode_flops
+
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=32))
+    non_embedding = sum(p.numel() for p in model.parameters()) - 2 * 100 * 16
+    # Prompts of 3 and 2 tokens; 3 and 1 generated: 2 + 0 tokens fed back, at positions 3, 4 of
+    # the first row (4 and 5 keys); the second row's only token comes from the prefill's logits.
+    flops = decode_flops(model, [3, 2], [3, 1])
+    assert flops == 2 * non_embedding * 2 + 2 * 100 * 16 * 4 + 4 * 2 * 16 * (4 + 5)
+    assert decode_flops(model, [3], [0]) == 0
+
+
 def test_batched_generate_as_a_user_writes_it_gives_our_token_ids(tiny_model, tiny_tokenizer):
     """The peer and our generation agree token for token (the bench's identical-ids check)."""
     from benchmarks.peers import batched_generate
@@ -219,6 +234,11 @@ def test_a_target_not_met_says_by_how_much_and_why():
     assert "3000 positions against 3600 (1.20x fewer)" in text
     assert "- `noop_repro_seconds`" not in text.split("Targets not met")[1]  # met: no line
     assert "our batches ran 150 decode steps, against 192 at max_new_tokens" in text
+    results["long_answers"].update(decode_flops=0.73e12, decode_flops_counted="counted so", matmul_peak_dtype="float32",
+                                   matmul_peak_flops_per_second=0.15e12, speedup_ceiling_at_peak=16.1,
+                                   ours_fraction_of_peak=0.31)
+    assert ("at the float32 matmul peak measured in this run (0.15 TFLOP/s), our answers' 0.73 TFLOP (counted so) "
+            "would reach 16.1x the tutorial's rate at most; ours ran at 0.31 of that peak") in markdown(results)
 
 
 def test_prefill_and_decode_counts_follow_the_batches():
