@@ -84,15 +84,16 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
                           prompts, max_new_tokens, params.eval.batch_size, tutorial_prompts=500)
         phase("eval: pythia-70m shape vs batched generate() and the tutorial's loop")
         pythia = bench_eval(pythia_70m_shaped_model(), tokenizer, prompts[:params.eval.batch_size],
-                            max_new_tokens, params.eval.batch_size, tutorial_prompts=16)
+                            max_new_tokens, params.eval.batch_size, tutorial_prompts=8)
         phase("eval: long answers (lamini_docs-like) on the pythia-70m shape vs the tutorial's loop")
         long_answers = bench_long_answers(pythia_70m_shaped_model(), tokenizer,
-                                          lamini_like_prompts(tokenizer, params.eval.batch_size), tutorial_prompts=8,
+                                          lamini_like_prompts(tokenizer, params.eval.batch_size), tutorial_prompts=4,
                                           batch_size=params.eval.batch_size)
 
         phase(f"train: pythia-70m shape with train={train_preset}, ours vs TRL as a user writes it")
         train_cfg = validate(compose([f"train={train_preset}"], copy / "conf")).train
-        train = bench_train(tokenizer, train_cfg, steps=3, warmup=1)  # (TRL's steps are slow: 30-45 s each here)
+        # Two steps, the first a warm-up: TRL's steps take 30-45 s each here.
+        train = bench_train(tokenizer, train_cfg, steps=2, warmup=1)
         phase("train: full finetuning vs LoRA, memory and tokens/s")
         footprints = train_footprints(copy / "models/base", train_cfg)
         # Padding waste with the train settings each kind of data is used with: the demo with

@@ -41,21 +41,23 @@ def timed_training(make_trainer, steps: int, warmup: int) -> dict[str, Any]:
             "batches": counter.batches}
 
 
-def throughput(model, measured: dict[str, Any], peak: float) -> dict[str, Any]:
-    """Tokens/s, supervised (labelled) tokens/s, and the FLOPs the timed steps must do over the peak."""
+def throughput(model, measured: dict[str, Any], peak: float | None) -> dict[str, Any]:
+    """Tokens/s, supervised (labelled) tokens/s, and the FLOPs the timed steps must do over the
+    peak (the MFU; none without a peak)."""
     flops = required_flops(model, measured["examples"])
     seconds = measured["seconds"]
+    mfu = {"mfu": flops["total"] / seconds / peak} if peak else {}
     return {"tokens_per_second": sum(n for n, _ in measured["examples"]) / seconds,
             "supervised_tokens_per_second": sum(k for _, k in measured["examples"]) / seconds,
-            "required_flops_per_second": {part: value / seconds for part, value in flops.items()},
-            "mfu": flops["total"] / seconds / peak}
+            "required_flops_per_second": {part: value / seconds for part, value in flops.items()}, **mfu}
 
 
-def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2, against_trl: bool = True
-                ) -> dict[str, Any]:
+def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2, against_trl: bool = True,
+                mfu: bool = True) -> dict[str, Any]:
     """Our train step on the pythia-70m shape, and TRL's SFTTrainer as a user writes it, on the
     same examples in the same order from the same initial weights: tokens/s, supervised
-    tokens/s, MFU, and the logged losses of the first steps."""
+    tokens/s, MFU (unless `mfu` is off: the matmul peak takes seconds to measure), and the
+    logged losses of the first steps."""
     from benchmarks.peers import trl_sft_trainer
     from ift.trainer import make_trainer, uses_bf16
 
@@ -65,7 +67,7 @@ def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2, ag
     dataset = synthetic_dataset(lengths[: examples_per_step * (steps + 1)], vocab=len(tokenizer))
     ours_cfg = TrainConfig(**{**vars(timed_config(cfg, steps)), "logging_steps": 1})
     use_bf16 = uses_bf16(cfg)
-    peak = matmul_peak(torch.bfloat16 if use_bf16 else torch.float32)
+    peak = matmul_peak(torch.bfloat16 if use_bf16 else torch.float32) if mfu else None
     model = pythia_70m_shaped_model().train()
     ours = timed_training(lambda work_dir, callbacks: make_trainer(model, tokenizer, dataset, ours_cfg, 0, work_dir,
                                                                    callbacks), steps, warmup)
@@ -136,7 +138,7 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (the memory measurement needs Linux)")
 
 
-def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 3) -> dict[str, float]:
+def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 2) -> dict[str, float]:
     """bench_train with `cfg` in this process, and the process's peak memory (RSS) while training.
 
     Run it in a fresh process (train_footprints): the peak only ever grows.
@@ -145,7 +147,7 @@ def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 3) -> dict[str
 
     tokenizer = load_tokenizer(tokenizer_dir)
     before = peak_rss_mib()
-    measured = bench_train(tokenizer, cfg, steps=steps, warmup=1, against_trl=False)
+    measured = bench_train(tokenizer, cfg, steps=steps, warmup=1, against_trl=False, mfu=False)
     peak = peak_rss_mib()
     return {"tokens_per_second": measured["tokens_per_second"], "peak_rss_mib": peak,
             "peak_rss_over_start_mib": peak - before}
