@@ -1,4 +1,5 @@
-"""The FLOPs a finetuning step must do, PaLM-style, counted from the examples it trains on.
+"""The FLOPs a finetuning step must do, PaLM-style, counted from the examples it trains on
+(and, in decode_flops, those of greedy decoding's steps).
 
 Forward and backward together: 6 x non-embedding parameters x every token; 6 x LM-head
 parameters x labelled tokens (the step needs logits only where the next token has a label);
@@ -38,7 +39,7 @@ HOW_COUNTED = ("6 x non-embedding parameters x all tokens + 6 x LM-head paramete
                "count for nothing")
 
 
-def decode_flops(model, prompt_lengths: list[int], generated_lengths: list[int]) -> float:
+def decode_flops(model, prompt_lengths: list[int], generated_lengths: list[int]) -> int:
     """Forward FLOPs of greedy decoding's steps alone, the prefill not counted: each generated
     token but the last runs through the model (2 x non-embedding parameters), each generated
     token needs its logits (2 x LM-head parameters), and each position a step runs attends to
@@ -52,4 +53,4 @@ def decode_flops(model, prompt_lengths: list[int], generated_lengths: list[int])
 
 
 DECODE_HOW_COUNTED = ("2 x non-embedding parameters x tokens fed back + 2 x LM-head parameters x tokens generated "
-                      "+ 4 x layers x hidden x attended keys; the prefill counts for nothing")
+                      "+ 4 x layers x hidden x attended keys, the prompts' positions not counted")

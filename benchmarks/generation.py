@@ -144,7 +144,7 @@ def bench_long_answers(model, tokenizer, prompts: list[str], tutorial_prompts: i
     return {"examples": len(prompts), "tutorial_examples": tutorial_prompts,
             "mean_prompt_tokens": statistics.mean(prompt_tokens),
             "ours_examples_per_second": len(prompts) / ours_seconds,
-            "tutorial_examples_per_second": tutorial_prompts / tutorial_seconds,
+            "tutorial_examples_per_second": tutorial_rate,
             "speedup": (len(prompts) / ours_seconds) / tutorial_rate,
             "ours_mean_generated_tokens": statistics.mean(map(len, ours_ids)),
             "tutorial_mean_generated_tokens": statistics.mean(map(len, theirs_ids)),

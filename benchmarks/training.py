@@ -46,7 +46,7 @@ def throughput(model, measured: dict[str, Any], peak: float | None) -> dict[str,
     peak (the MFU; none without a peak)."""
     flops = required_flops(model, measured["examples"])
     seconds = measured["seconds"]
-    mfu = {"mfu": flops["total"] / seconds / peak} if peak else {}
+    mfu = {"mfu": flops["total"] / seconds / peak} if peak is not None else {}
     return {"tokens_per_second": sum(n for n, _ in measured["examples"]) / seconds,
             "supervised_tokens_per_second": sum(k for _, k in measured["examples"]) / seconds,
             "required_flops_per_second": {part: value / seconds for part, value in flops.items()}, **mfu}
@@ -138,7 +138,7 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (the memory measurement needs Linux)")
 
 
-def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 2) -> dict[str, float]:
+def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 3) -> dict[str, float]:
     """bench_train with `cfg` in this process, and the process's peak memory (RSS) while training.
 
     Run it in a fresh process (train_footprints): the peak only ever grows.
