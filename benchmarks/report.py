@@ -43,6 +43,10 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for key, (op, target) in TARGETS.items()}
 
 
+def steps_timed(steps: int) -> str:
+    return f"{steps} step{'s' * (steps != 1)} timed after a warm-up step"
+
+
 def long_answers_ceiling(long: dict[str, Any]) -> str:
     """What no implementation could beat: our answers' decode FLOPs at the measured matmul peak."""
     return (f" Our answers' decode steps need {long['decode_flops'] / 1e12:.2f} TFLOP "
@@ -111,7 +115,7 @@ def markdown(results: dict[str, Any]) -> str:
               f"| TRL SFTTrainer, SFTConfig defaults | {trl['tokens_per_second']:.0f} | "
               f"{trl['supervised_tokens_per_second']:.0f} | {trl['mfu']:.3f} |", "",
               f"- The same {t['examples_per_step']} examples per optimizer step, in the same order, from the same "
-              f"initial weights; {t['measured_steps']} step{'s' * (t['measured_steps'] != 1)} timed after warm-up; "
+              f"initial weights; {steps_timed(t['measured_steps'])}; "
               f"{t['precision']}. The peer "
               "(benchmarks/peers.py) takes our batch, accumulation, learning rate, schedule and seed, and leaves "
               "everything else to SFTConfig's defaults (padded batches, the LM head at every position, gradient "
@@ -156,8 +160,10 @@ def markdown(results: dict[str, Any]) -> str:
               f"{long['tutorial_examples_per_second']:.3f} ex/s. Ratio of examples/s: {long['speedup']:.1f}x "
               "(ours generates the longer answers)."]
     if "train_footprints" in results:  # (older reports lack it)
+        first = next(iter(results["train_footprints"].values()))
+        timed = f"; tokens/s over {steps_timed(first['measured_steps'])}" if "measured_steps" in first else ""
         lines += ["", "## Full finetuning vs LoRA (pythia-70m shape, same settings otherwise)", "",
-                  "Each in a fresh process; peak memory is the process's peak resident set size.", "",
+                  f"Each in a fresh process; peak memory is the process's peak resident set size{timed}.", "",
                   "| training | tokens/s | peak memory (MiB) | above the process's start (MiB) |",
                   "| --- | ---: | ---: | ---: |"]
         for name, f in results["train_footprints"].items():

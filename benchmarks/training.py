@@ -138,7 +138,7 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (the memory measurement needs Linux)")
 
 
-def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 3) -> dict[str, float]:
+def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 2) -> dict[str, float]:
     """bench_train with `cfg` in this process, and the process's peak memory (RSS) while training.
 
     Run it in a fresh process (train_footprints): the peak only ever grows.
@@ -149,7 +149,8 @@ def footprint(tokenizer_dir: Path, cfg: TrainConfig, steps: int = 3) -> dict[str
     before = peak_rss_mib()
     measured = bench_train(tokenizer, cfg, steps=steps, warmup=1, against_trl=False, mfu=False)
     peak = peak_rss_mib()
-    return {"tokens_per_second": measured["tokens_per_second"], "peak_rss_mib": peak,
+    return {"tokens_per_second": measured["tokens_per_second"], "measured_steps": measured["measured_steps"],
+            "peak_rss_mib": peak,
             "peak_rss_over_start_mib": peak - before}
 
 
