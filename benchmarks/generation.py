@@ -86,7 +86,7 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
     def users() -> list[list[int]]:
         return batched_generate(model, tokenizer, prompts, max_new_tokens, batch_size)
 
-    # Each side twice, in both orders: a single reading of one side moved by 1.5x between runs.
+    # Each side twice, in both orders: single readings drift on a shared machine.
     seconds = in_both_orders([("ours", "ours", ours), ("batched generate", "batched generate", users)], seconds_of)
     ours_ids, users_ids = generated["ours"], generated["batched generate"]
     ours_seconds, users_seconds = seconds["ours"], seconds["batched generate"]

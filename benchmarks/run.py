@@ -92,8 +92,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
 
         phase(f"train: pythia-70m shape with train={train_preset}, ours vs TRL as a user writes it")
         train_cfg = validate(compose([f"train={train_preset}"], copy / "conf")).train
-        # Two steps, the first a warm-up: TRL's take 30-45 s each here. With one timed step or two the
-        # MFU read alike (0.27-0.28 on slow stretches of this shared machine, 0.34-0.39 on fast ones).
+        # Two steps, the first a warm-up: TRL's steps are slow (reports/performance.md has the readings).
         train = bench_train(tokenizer, train_cfg, steps=2, warmup=1)
         phase("train: full finetuning vs LoRA, memory and tokens/s")
         footprints = train_footprints(copy / "models/base", train_cfg)
