@@ -77,7 +77,8 @@ def shortfall_reasons(results: dict[str, Any]) -> dict[str, str]:
         "pipeline_seconds":
             f"fetch took {stages['fetch']['seconds']:.0f} s of it (with model=tiny it pretrains the base model, the "
             f"offline stand-in for a download) and train {stages['train']['seconds']:.0f} s; each of the six stages "
-            "is a new Python process that imports torch and transformers.",
+            "is a new Python process that imports torch and transformers. Less pretraining or finetuning "
+            "costs the tuned model's exact match (reports/performance.md).",
     }
 
 
