@@ -29,6 +29,7 @@ from ift.processes import (
     is_local_main_process,
     is_main_process,
     launched_by_torchrun,
+    leave_process_group,
     run_under_torchrun,
     world_size,
 )
@@ -81,6 +82,7 @@ def main() -> None:
         finetune(model, tokenizer, dataset, cfg, params.seed, work_dir, reports_dir=None)
         if is_local_main_process():  # another machine's checkpoints (train.num_processes across machines)
             shutil.rmtree(work_dir, ignore_errors=True)
+        leave_process_group()
         return
     with atomic_dir(args.results_dir) as results_tmp, atomic_dir(args.out_dir) as model_tmp:
         trained, result = finetune(model, tokenizer, dataset, cfg, params.seed, work_dir, results_tmp)
@@ -94,6 +96,7 @@ def main() -> None:
         write_json(results_tmp / "run.json", {"run_key": run})  # what the model card names, kept in Git
     write_json(args.environment, fingerprint(compute_dtype(cfg), world_size()))
     shutil.rmtree(work_dir, ignore_errors=True)  # the run finished: its checkpoints are not needed
+    leave_process_group()
     log.info("trained %d steps, last logged training loss %.4f", result["global_step"], result["final_loss"])
 
 

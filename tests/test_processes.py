@@ -66,3 +66,15 @@ def test_a_checkpoint_of_several_processes_needs_every_rng_state(tmp_path, monke
     assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-100"
     monkeypatch.delenv("WORLD_SIZE")
     assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-200"
+
+
+def test_a_worker_leaves_its_process_group_at_its_end(tmp_path):
+    """Left open, gloo can abort the worker as Python exits, failing a finished run."""
+    import torch.distributed as dist
+
+    from ift.processes import leave_process_group
+
+    leave_process_group()  # one process, no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    leave_process_group()
+    assert not dist.is_initialized()

@@ -84,6 +84,19 @@ def run_under_torchrun(processes: int, script: str, args: list[str]) -> None:
                         "written: rerun `dvc repro` to resume from the last checkpoint") from None
 
 
+def leave_process_group() -> None:
+    """In a worker, at its end: wait for the other workers, then close the process group.
+
+    A worker that exits with the group open can abort as Python shuts down (SIGABRT: gloo's
+    threads still hold tensors), which fails a run that had finished. No-op in one process.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def exit_with_launcher() -> None:
     """In a worker: end this process if its launcher dies (a killed stage leaves no training behind).
 
