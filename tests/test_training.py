@@ -69,3 +69,31 @@ def test_gradient_checkpointing_trains_to_the_same_weights(tiny_tokenizer, tmp_p
         weights.append({name: p.detach().clone() for name, p in model.named_parameters()})
     for name in weights[0]:  # recomputing activations changes memory, not results
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+@pytest.mark.slow
+def test_a_resumed_full_run_ends_with_the_same_weights_and_no_skipped_keys(tiny_tokenizer, tmp_path, caplog):
+    """Resumed from its first checkpoint (as after a kill): every weight as in the whole run, the
+    output layer too (saved as embed_out.weight, which the Trainer's own load skips)."""
+    import shutil
+
+    from ift.config import TinyModelConfig
+    from ift.tiny import build_tiny_model
+    from ift.tokenization import build_dataset
+    from ift.trainer import run_sft
+    from tests.helpers import TRAIN_ROWS
+
+    arch = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                           max_position_embeddings=256)
+    dataset, _ = build_dataset(TRAIN_ROWS * 4, tiny_tokenizer, max_length=256, source="rows")
+    cfg = TrainConfig(per_device_train_batch_size=4, bf16=False, max_steps=6, save_steps=3, learning_rate=1e-2)
+    whole, _ = run_sft(build_tiny_model(arch, tiny_tokenizer, 0), tiny_tokenizer, dataset, cfg, 0, tmp_path)
+    shutil.rmtree(tmp_path / "checkpoint-6")  # killed after its first checkpoint
+    caplog.clear()
+    resumed, result = run_sft(build_tiny_model(arch, tiny_tokenizer, 0), tiny_tokenizer, dataset, cfg, 0,
+                              tmp_path, resume_from=tmp_path / "checkpoint-3")
+    assert result["global_step"] == 6
+    assert "missing keys" not in caplog.text and "unexpected keys" not in caplog.text
+    expected = dict(whole.named_parameters())
+    for name, weight in resumed.named_parameters():
+        assert torch.equal(weight, expected[name]), name

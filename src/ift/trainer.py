@@ -98,6 +98,20 @@ class AnswerOnlyHeadSFTTrainer(SFTTrainer):
     (tests/test_answer_loss.py, tests/test_packing.py).
     """
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """On resume, a whole model's weights through from_pretrained's key mapping.
+
+        transformers 5 saves GPT-NeoX's `lm_head.weight` as `embed_out.weight`, and the
+        Trainer's own load (a non-strict load_state_dict) skips it with a warning, so a resumed
+        run would continue with the base model's output layer. Adapters and models in shards
+        (FSDP) load the Trainer's own way.
+        """
+        from peft import PeftModel
+
+        if model is not None or self.is_fsdp_enabled or isinstance(self.model, PeftModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        _restore_weights(self.model, Path(resume_from_checkpoint))
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
         labels = inputs["labels"][:, 1:]
@@ -183,8 +197,6 @@ def run_sft(
     """Train `model` in place; return the trained model (with LoRA: its peft model), the last
     logged loss and the step count."""
     trainer = make_trainer(model, tokenizer, dataset, cfg, seed, work_dir, callbacks, desc)
-    if resume_from is not None and not cfg.lora.enabled:  # (the Trainer restores an adapter fully itself)
-        _restore_weights(model, resume_from)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary = {"final_loss": losses[-1] if losses else float("nan"), "global_step": result.global_step}
@@ -197,12 +209,7 @@ def run_sft(
 
 
 def _restore_weights(model: PreTrainedModel, checkpoint: Path) -> None:
-    """Load a checkpoint's weights into `model`, through from_pretrained's key mapping.
-
-    transformers 5 saves GPT-NeoX's `lm_head.weight` as `embed_out.weight`, and the
-    Trainer's own resume (a non-strict load_state_dict) silently skips it, so a resumed run
-    would continue with the base model's output layer. from_pretrained maps the names.
-    """
+    """Load a checkpoint's weights into `model`, through from_pretrained's key mapping."""
     from transformers import AutoModelForCausalLM
 
     dtype = next(model.parameters()).dtype
