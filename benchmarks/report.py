@@ -116,8 +116,7 @@ def markdown(results: dict[str, Any]) -> str:
               f"| TRL SFTTrainer, SFTConfig defaults | {trl['tokens_per_second']:.0f} | "
               f"{trl['supervised_tokens_per_second']:.0f} | {trl['mfu']:.3f} |", "",
               f"- The same {t['examples_per_step']} examples per optimizer step, in the same order, from the same "
-              f"initial weights; {steps_timed(t['measured_steps'])}; "
-              f"{t['precision']}. The peer "
+              f"initial weights; {steps_timed(t['measured_steps'])}; {t['precision']}. The peer "
               "(benchmarks/peers.py) takes our batch, accumulation, learning rate, schedule and seed, and leaves "
               "everything else to SFTConfig's defaults (padded batches, the LM head at every position, gradient "
               "checkpointing on).",
