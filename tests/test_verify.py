@@ -188,6 +188,33 @@ def test_stale_reasons_name_a_changed_dependency(tmp_path):
     assert stale_reasons(tmp_path) == ["copy: changed deps ['a.txt']"]
 
 
+@pytest.mark.slow
+def test_rebuild_runs_head_from_scratch_in_the_environment_given_and_keeps_the_committed_results(tmp_path):
+    import shutil
+
+    from ift.verify import rebuild
+
+    repo, workdir, committed = tmp_path / "repo", tmp_path / "w", tmp_path / "c"
+    for directory in (repo, workdir, committed):
+        directory.mkdir()
+    shutil.copytree(ROOT / "conf", repo / "conf")
+    shutil.copy2(ROOT / "params.yaml", repo / "params.yaml")
+    # Like the pipeline: the metrics are in Git, the model is a cached output that a fresh export lacks.
+    _git_repo(repo, {"score.py": "import json, os, pathlib\npathlib.Path('model.txt').write_text('weights')\n"
+                                 "print(json.dumps({'mark': os.environ.get('MARK', 'none')}))\n",
+                     "dvc.yaml": "stages:\n  score:\n    cmd: python score.py > reports/tuned/metrics.json\n"
+                                 "    deps: [score.py]\n    outs: [model.txt]\n"
+                                 "    metrics: [reports/tuned/metrics.json: {cache: false}]\n",
+                     "reports/tuned/.gitkeep": "", ".gitignore": "/model.txt\n"})
+    for cmd in (["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["dvc", "repro", "-q"]):
+        subprocess.run(cmd, cwd=repo, env=subprocess_env(repo), check=True, capture_output=True)
+    commit_all(repo, "results")
+    rebuild(repo, workdir, committed, env={"MARK": "rebuilt"})
+    assert json.loads((committed / "reports/tuned/metrics.json").read_text()) == {"mark": "none"}
+    assert json.loads((workdir / "reports/tuned/metrics.json").read_text()) == {"mark": "rebuilt"}
+    assert (committed / "dvc.lock").read_text() == (repo / "dvc.lock").read_text()
+
+
 def test_bench_refuses_uncommitted_measured_code(tmp_path, monkeypatch):
     import ift
 
