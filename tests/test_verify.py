@@ -162,6 +162,17 @@ def _git_repo(root, files):
     commit_all(root, "files")
 
 
+def _built_dvc_repo(root, files):
+    """`_git_repo` with the project's conf/ and params.yaml, made a DVC project, its pipeline run once."""
+    import shutil
+
+    shutil.copytree(ROOT / "conf", root / "conf")
+    shutil.copy2(ROOT / "params.yaml", root / "params.yaml")
+    _git_repo(root, files)
+    for cmd in (["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["dvc", "repro", "-q"]):
+        subprocess.run(cmd, cwd=root, env=subprocess_env(root), check=True, capture_output=True)
+
+
 @pytest.mark.slow
 def test_the_rebuild_imports_the_copys_own_code_not_the_checkouts(tmp_path):
     repo, copy = tmp_path / "repo", tmp_path / "copy"
@@ -175,14 +186,8 @@ def test_the_rebuild_imports_the_copys_own_code_not_the_checkouts(tmp_path):
 
 @pytest.mark.slow
 def test_stale_reasons_name_a_changed_dependency(tmp_path):
-    import shutil
-
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
-    shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
-    _git_repo(tmp_path, {"a.txt": "a\n", "dvc.yaml": "stages:\n  copy:\n    cmd: cp a.txt b.txt\n"
-                                                     "    deps: [a.txt]\n    outs: [b.txt]\n"})
-    for cmd in (["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["dvc", "repro", "-q"]):
-        subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(tmp_path), check=True, capture_output=True)
+    _built_dvc_repo(tmp_path, {"a.txt": "a\n", "dvc.yaml": "stages:\n  copy:\n    cmd: cp a.txt b.txt\n"
+                                                           "    deps: [a.txt]\n    outs: [b.txt]\n"})
     assert stale_reasons(tmp_path) == []
     (tmp_path / "a.txt").write_text("changed\n")
     assert stale_reasons(tmp_path) == ["copy: changed deps ['a.txt']"]
@@ -190,24 +195,18 @@ def test_stale_reasons_name_a_changed_dependency(tmp_path):
 
 @pytest.mark.slow
 def test_rebuild_runs_head_from_scratch_in_the_environment_given_and_keeps_the_committed_results(tmp_path):
-    import shutil
-
     from ift.verify import rebuild
 
     repo, workdir, committed = tmp_path / "repo", tmp_path / "w", tmp_path / "c"
     for directory in (repo, workdir, committed):
         directory.mkdir()
-    shutil.copytree(ROOT / "conf", repo / "conf")
-    shutil.copy2(ROOT / "params.yaml", repo / "params.yaml")
     # Like the pipeline: the metrics are in Git, the model is a cached output that a fresh export lacks.
-    _git_repo(repo, {"score.py": "import json, os, pathlib\npathlib.Path('model.txt').write_text('weights')\n"
-                                 "print(json.dumps({'mark': os.environ.get('MARK', 'none')}))\n",
-                     "dvc.yaml": "stages:\n  score:\n    cmd: python score.py > reports/tuned/metrics.json\n"
-                                 "    deps: [score.py]\n    outs: [model.txt]\n"
-                                 "    metrics: [reports/tuned/metrics.json: {cache: false}]\n",
-                     "reports/tuned/.gitkeep": "", ".gitignore": "/model.txt\n"})
-    for cmd in (["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["dvc", "repro", "-q"]):
-        subprocess.run(cmd, cwd=repo, env=subprocess_env(repo), check=True, capture_output=True)
+    _built_dvc_repo(repo, {"score.py": "import json, os, pathlib\npathlib.Path('model.txt').write_text('weights')\n"
+                                       "print(json.dumps({'mark': os.environ.get('MARK', 'none')}))\n",
+                           "dvc.yaml": "stages:\n  score:\n    cmd: python score.py > reports/tuned/metrics.json\n"
+                                       "    deps: [score.py]\n    outs: [model.txt]\n"
+                                       "    metrics: [reports/tuned/metrics.json: {cache: false}]\n",
+                           "reports/tuned/.gitkeep": ""})
     commit_all(repo, "results")
     rebuild(repo, workdir, committed, env={"MARK": "rebuilt"})
     assert json.loads((committed / "reports/tuned/metrics.json").read_text()) == {"mark": "none"}
