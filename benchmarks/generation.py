@@ -22,15 +22,15 @@ def first_tokens_agree(ours: list[int], theirs: list[int]) -> bool:
 
 
 def prefill_tokens(encoded: list[list[int]], batch_size: int) -> dict[str, int]:
-    """Token positions the prompts' prefill computes: ours (length-sorted batches, the shared
-    prefix once) and batched generate()'s (batches in the given order, each padded to its longest)."""
-    from ift.generation import length_sorted_batches, shared_prefix_length
+    """Token positions the prompts' prefill computes: ours (length-sorted batches, each
+    prefix of its prefix_plan once) and batched generate()'s (batches in the given order,
+    each padded to its longest)."""
+    from ift.generation import length_sorted_batches, prefill_positions, prefix_plan
 
     ours = 0
     for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
         rows = [encoded[i] for i in batch]
-        shared = shared_prefix_length(rows)
-        ours += shared + len(rows) * (max(len(row) for row in rows) - shared)
+        ours += prefill_positions(rows, prefix_plan(rows))
     theirs = sum(len(batch) * max(map(len, batch))
                  for batch in (encoded[i:i + batch_size] for i in range(0, len(encoded), batch_size)))
     return {"ours": ours, "batched_generate": theirs}
@@ -113,7 +113,7 @@ def bench_eval(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_
         "tutorial_mean_generated_tokens": statistics.mean(map(len, theirs_ids)),
         "prefill_tokens": prefill_tokens(encoded, batch_size),
         "decode_steps": decode_steps(encoded, ours_ids, batch_size, max_new_tokens),
-        "ours_settings": f"batch {batch_size}, prompts sorted by length, shared prefix computed once, "
+        "ours_settings": f"batch {batch_size}, prompts sorted by length, shared prefixes computed once, "
                          f"padding + attention mask, max_new_tokens={max_new_tokens}",
         "tutorial_settings": "one at a time, no attention mask, max_length=100, prompt cut by characters",
         "batched_generate_settings": f"batch {batch_size} in the given order, left padding + attention mask, "

@@ -208,19 +208,21 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     prompts = [row["input"] for row in read_jsonl(copy / "data/hydrated/test.jsonl")]
     answers: dict[tuple[bool, bool], list[str]] = {}
 
-    def eval_seconds(share_prefix: bool, autocast: bool) -> float:
+    def eval_seconds(share_prefix: bool, branch_prefixes: bool, autocast: bool) -> float:
+        prefixes = {"share_prefix": share_prefix, "branch_prefixes": branch_prefixes}
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             generate_answers(model, eval_tokenizer, prompts[:64], params.eval.max_new_tokens, 64, desc="warm-up",
-                             share_prefix=share_prefix)
+                             **prefixes)
             start = time.perf_counter()
-            answers[(share_prefix, autocast)] = generate_answers(
+            answers[(share_prefix, branch_prefixes, autocast)] = generate_answers(
                 model, eval_tokenizer, prompts, params.eval.max_new_tokens, params.eval.batch_size,
-                desc="eval lever", share_prefix=share_prefix)
+                desc="eval lever", **prefixes)
             return time.perf_counter() - start
 
-    eval_options = [("kept: fp32, shared-prefix KV cache", True, False),
-                    ("no shared prefix (plain left-padded batches)", False, False),
-                    ("bf16 autocast", True, True)]
+    eval_options = [("kept: fp32, shared-prefix KV cache, a prefix per template branch", True, True, False),
+                    ("one shared prefix per batch (its rows' common opening)", True, False, False),
+                    ("no shared prefix (plain left-padded batches)", False, False, False),
+                    ("bf16 autocast", True, True, True)]
     seconds = in_both_orders(eval_options, eval_seconds)
     kept_name, *kept_key = eval_options[0]
     phase("levers: train options, each in a new process")
@@ -236,8 +238,8 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
         "pythia70m_train_tokens_per_second": pythia,
         "tiny_eval": {name: {"speed_vs_kept": seconds[kept_name] / seconds[name],
                              "identical_answers": statistics.mean(
-                                 a == b for a, b in zip(answers[tuple(kept_key)], answers[(share, autocast)]))}
-                      for name, share, autocast in eval_options},
+                                 a == b for a, b in zip(answers[tuple(kept_key)], answers[tuple(key)]))}
+                      for name, *key in eval_options},
     }
 
 

@@ -59,6 +59,7 @@ def refuse_uncommitted(repo: Path) -> None:
 def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: bool = False) -> dict[str, Any]:
     """All measurements; writes out_dir/bench.json and out_dir/bench.md."""
     from ift.config import compose, validate
+    from ift.environment import cpu
     from ift.generation import fitted_max_new_tokens
     from ift.io import read_json, read_jsonl, write_json, write_text
     from ift.modeling import load_model, load_tokenizer
@@ -116,9 +117,13 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
     finally:
         shutil.rmtree(copy, ignore_errors=True)
 
+    processor = cpu()
     results = {
         "commit": commit,  # refuse_uncommitted: the measured code is exactly this commit's
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        # The CPU type decides the floats and the kernels, so the reading names it (ift.environment).
+        "machine": f"{platform.processor() or platform.machine()} ({processor['model']}: "
+                   f"{', '.join(processor['features'])}; torch's {processor['torch_capability']} kernels), "
+                   f"{os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
         "train_preset": train_preset,
         "train_speedup_vs_trl": train["speedup_vs_trl"],

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from ift.generation import _batch_inputs, generate_answers, generation_kwargs, shared_prefix_length
+from ift.generation import (
+    _batch_inputs,
+    generate_answers,
+    generation_kwargs,
+    prefill_positions,
+    prefix_plan,
+    shared_prefix_length,
+)
 from ift.prompts import format_prompt
 
 
@@ -16,6 +23,26 @@ from ift.prompts import format_prompt
 ])
 def test_shared_prefix_length(rows, expected):
     assert shared_prefix_length(rows) == expected
+
+
+@pytest.mark.parametrize(("rows", "plan", "positions"), [
+    # Two branches after the shared [1, 2], each with a longer prefix of its own: 2 x 5 + 4 x 2,
+    # against 2 + 4 x 5 with one prefix.
+    ([[1, 2, 3, 4, 5, 9], [1, 2, 3, 4, 5, 8, 8], [1, 2, 7, 7, 7, 6], [1, 2, 7, 7, 7, 5]],
+     ([[1, 2, 3, 4, 5], [1, 2, 7, 7, 7]], [0, 0, 1, 1]), 18),
+    # A row alone in its branch continues the shared opening: 2 x 7 + 4 x 2, against 2 + 4 x 6.
+    ([[1, 2, 3, 4, 5, 6, 7, 10], [1, 2, 3, 4, 5, 6, 7, 11], [1, 2, 3, 4, 5, 6, 7, 12], [1, 2, 8, 9]],
+     ([[1, 2, 3, 4, 5, 6, 7], [1, 2]], [0, 0, 0, 1]), 22),
+    # Branches that share nothing more: the one shared prefix.
+    ([[1, 2, 3, 9], [1, 2, 4, 9], [1, 2, 5, 9]], ([[1, 2]], [0, 0, 0]), 2 + 3 * 2),
+    # Branching would compute more: 2 x 4 + 3 x 3 against 2 + 3 x 4.
+    ([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 7], [1, 2, 8, 9, 9, 9]], ([[1, 2]], [0, 0, 0]), 14),
+    ([[7, 2], [1, 2]], ([], [0, 0]), 2 * 2),  # nothing shared: no prefix
+    ([[1, 2, 3]], ([], [0]), 3),
+])
+def test_prefix_plan_computes_each_prefix_once_where_that_is_fewer_positions(rows, plan, positions):
+    assert prefix_plan(rows) == plan
+    assert prefill_positions(rows, plan) == positions
 
 
 # Shared template, instructions and inputs of differing lengths, a repeated prompt, and a
@@ -38,6 +65,10 @@ def test_shared_prefix_scores_equal_one_at_a_time(tiny_model, tiny_tokenizer):
     """Every step's scores, not only the greedy text: wrong positions or masks change them."""
     tiny_model.eval()
     rows = [tiny_tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    # Both templates: a prefix per template branch, the no-input prompt alone in its own and
+    # continuing the shorter shared opening (padded in the prefixes' batch).
+    prefixes, of_row = prefix_plan(rows)
+    assert len(prefixes) == 2 and of_row[4] != of_row[0] and len(prefixes[of_row[4]]) < len(prefixes[of_row[0]])
     inputs = _batch_inputs(tiny_model, rows, tiny_tokenizer.pad_token_id)
     assert "cache" in inputs, "these prompts share a prefix: it must be computed once"
     batched = _generate(tiny_model, tiny_tokenizer, inputs)

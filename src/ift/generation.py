@@ -1,5 +1,5 @@
 """Batched greedy generation for the eval stages and `ift ask`: length-sorted batches, left
-padding, the prompts' shared prefix computed once, and the answer length fitted to the data."""
+padding, the prompts' shared prefixes computed once, and the answer length fitted to the data."""
 
 from __future__ import annotations
 
@@ -57,13 +57,53 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     return max(limit, 0)
 
 
-def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_token_id: int,
-                  share_prefix: bool = True) -> dict:
-    """generate() inputs for one batch, with the prompts' shared prefix computed once.
+def prefix_plan(rows: Sequence[Sequence[int]], branches: bool = True) -> tuple[list[list[int]], list[int]]:
+    """The prefixes a batch computes once, and which one each row continues.
 
-    Prompts share the template's opening, so the shared prefix runs through the model once,
-    at batch size 1, and its KV cache is repeated for every row (`ift bench --levers`:
-    "shared-prefix KV cache"). The padding goes between the prefix and each row's own tokens,
+    The rows' shared opening, or, where it computes fewer positions, one prefix per branch
+    after it: the Alpaca templates with and without an input share only their first words,
+    and each branch shares the rest of its template. Rows left alone in a branch continue
+    the shared opening. `branches` off: the shared opening only. No prefix where the rows
+    share nothing (a single row included).
+    """
+    shared = shared_prefix_length(rows)
+    if not shared:  # (and so every prefix below has a token: no prefix row is all padding)
+        return [], [0] * len(rows)
+    one_prefix = ([list(rows[0][:shared])], [0] * len(rows))
+    if not branches:
+        return one_prefix
+    branches: dict[int, list[int]] = {}
+    for r, row in enumerate(rows):
+        branches.setdefault(row[shared], []).append(r)
+    prefixes: list[list[int]] = []
+    of_row = [0] * len(rows)
+    for members in branches.values():
+        length = shared_prefix_length([rows[r] for r in members]) if len(members) > 1 else shared
+        prefix = list(rows[members[0]][:length])
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+        for r in members:
+            of_row[r] = prefixes.index(prefix)
+    branched = (prefixes, of_row)
+    return min(one_prefix, branched, key=lambda plan: prefill_positions(rows, plan))
+
+
+def prefill_positions(rows: Sequence[Sequence[int]], plan: tuple[list[list[int]], list[int]]) -> int:
+    """Token positions a batch's prefill computes under `plan`: its prefixes, padded to the
+    longest, then every row's own tokens, padded to the longest."""
+    prefixes, of_row = plan
+    prefix_width = max((len(prefix) for prefix in prefixes), default=0)
+    own_width = max(len(row) - (len(prefixes[i]) if prefixes else 0) for row, i in zip(rows, of_row))
+    return len(prefixes) * prefix_width + len(rows) * own_width
+
+
+def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_token_id: int,
+                  share_prefix: bool = True, branch_prefixes: bool = True) -> dict:
+    """generate() inputs for one batch, each prefix of prefix_plan computed once.
+
+    Prompts share the template's opening, so the prefixes run through the model once, as a
+    batch of their own, and each row gets its prefix's KV cache (`ift bench --levers`:
+    "shared-prefix KV cache"). A row's padding goes between its prefix and its own tokens,
     with the attention mask off on it; generate() numbers positions by the mask, so every
     real token has the position it has in the plain left-padded batch.
     """
@@ -72,21 +112,26 @@ def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_tok
     # A model whose generation config asks for its own cache type (static, sliding, ...)
     # must get it from generate(): no shared prefix then.
     share_prefix = share_prefix and getattr(model.generation_config, "cache_implementation", None) is None
-    shared = shared_prefix_length(rows) if share_prefix else 0
-    width = shared + max(len(row) - shared for row in rows)
+    prefixes, of_row = prefix_plan(rows, branch_prefixes) if share_prefix else ([], [0] * len(rows))
+    prefix_width = max((len(prefix) for prefix in prefixes), default=0)
+    row_prefixes = [prefixes[i] if prefixes else [] for i in of_row]
+    own = [row[len(prefix):] for row, prefix in zip(rows, row_prefixes)]
+    width = prefix_width + max(len(tokens) for tokens in own)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, row in enumerate(rows):
-        own = row[shared:]
-        input_ids[r, :shared] = torch.tensor(row[:shared], dtype=torch.long)
-        input_ids[r, width - len(own):] = torch.tensor(own, dtype=torch.long)
-        attention_mask[r, :shared] = 1
-        attention_mask[r, width - len(own):] = 1
+    for r, (prefix, tokens) in enumerate(zip(row_prefixes, own)):
+        input_ids[r, :len(prefix)] = torch.tensor(prefix, dtype=torch.long)
+        input_ids[r, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+        attention_mask[r, :len(prefix)] = 1
+        attention_mask[r, width - len(tokens):] = 1
     inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention_mask.to(model.device)}
-    if shared:
+    if prefixes:
+        # Each prefix as its first row holds it, padded on the right: under causal attention no
+        # real token sees that padding, and the rows' attention mask hides it from then on.
+        first_rows = [of_row.index(i) for i in range(len(prefixes))]
         cache = DynamicCache(config=model.config)
-        model(input_ids=inputs["input_ids"][:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
-        cache.batch_repeat_interleave(len(rows))
+        model(input_ids=input_ids[first_rows, :prefix_width], cache=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_select_indices(torch.tensor(of_row, device=model.device))
         inputs["cache"] = cache
     return inputs
 
@@ -106,12 +151,14 @@ def generate_token_ids(
     batch_size: int,
     desc: str = "generating",
     share_prefix: bool = True,
+    branch_prefixes: bool = True,
 ) -> list[list[int]]:
     """Greedy continuations of `prompts`, in order: the generated token ids through EOS.
 
-    Batched (by length, with an attention mask and, unless `share_prefix` is off, the
-    shared prefix computed once), stopping at EOS; `max_new_tokens` counts only generated
-    tokens, and the prompt is cut off by token count, not characters.
+    Batched (by length, with an attention mask and, unless `share_prefix` is off, each
+    batch's prefixes computed once: prefix_plan, with `branch_prefixes`), stopping at EOS;
+    `max_new_tokens` counts only generated tokens, and the prompt is cut off by token count,
+    not characters.
     """
     model.eval()
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
@@ -119,7 +166,8 @@ def generate_token_ids(
     batches = length_sorted_batches([len(ids) for ids in encoded], batch_size)
     with tqdm(total=len(prompts), desc=desc, unit="ex") as bar:
         for batch in batches:
-            inputs = _batch_inputs(model, [encoded[i] for i in batch], tokenizer.pad_token_id, share_prefix)
+            inputs = _batch_inputs(model, [encoded[i] for i in batch], tokenizer.pad_token_id, share_prefix,
+                                   branch_prefixes)
             output = model.generate(**inputs, **generation_kwargs(tokenizer, max_new_tokens))
             for i, row in zip(batch, output[:, inputs["input_ids"].shape[1]:].tolist()):
                 generated[i] = through_eos(row, tokenizer.eos_token_id)
@@ -145,7 +193,8 @@ def generate_answers(
     batch_size: int,
     desc: str = "generating",
     share_prefix: bool = True,
+    branch_prefixes: bool = True,
 ) -> list[str]:
     """Greedy answers for `prompts`, in order (generate_token_ids, decoded)."""
     return decode_answers(tokenizer, generate_token_ids(
-        model, tokenizer, prompts, max_new_tokens, batch_size, desc, share_prefix))
+        model, tokenizer, prompts, max_new_tokens, batch_size, desc, share_prefix, branch_prefixes))
