@@ -206,23 +206,22 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     model = load_model(copy / "models/tuned")
     eval_tokenizer = load_tokenizer(copy / "models/tuned", padding_side="left")
     prompts = [row["input"] for row in read_jsonl(copy / "data/hydrated/test.jsonl")]
-    answers: dict[tuple[bool, bool], list[str]] = {}
+    answers: dict[tuple[str, bool], list[str]] = {}
 
-    def eval_seconds(share_prefix: bool, branch_prefixes: bool, autocast: bool) -> float:
-        prefixes = {"share_prefix": share_prefix, "branch_prefixes": branch_prefixes}
+    def eval_seconds(sharing: str, autocast: bool) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             generate_answers(model, eval_tokenizer, prompts[:64], params.eval.max_new_tokens, 64, desc="warm-up",
-                             **prefixes)
+                             sharing=sharing)
             start = time.perf_counter()
-            answers[(share_prefix, branch_prefixes, autocast)] = generate_answers(
+            answers[(sharing, autocast)] = generate_answers(
                 model, eval_tokenizer, prompts, params.eval.max_new_tokens, params.eval.batch_size,
-                desc="eval lever", **prefixes)
+                desc="eval lever", sharing=sharing)
             return time.perf_counter() - start
 
-    eval_options = [("kept: fp32, shared-prefix KV cache, a prefix per template branch", True, True, False),
-                    ("one shared prefix per batch (its rows' common opening)", True, False, False),
-                    ("no shared prefix (plain left-padded batches)", False, False, False),
-                    ("bf16 autocast", True, True, True)]
+    eval_options = [("kept: fp32, shared-prefix KV cache, a prefix per template branch", "branches", False),
+                    ("one shared prefix per batch (its rows' common opening)", "opening", False),
+                    ("no shared prefix (plain left-padded batches)", "none", False),
+                    ("bf16 autocast", "branches", True)]
     seconds = in_both_orders(eval_options, eval_seconds)
     kept_name, *kept_key = eval_options[0]
     phase("levers: train options, each in a new process")

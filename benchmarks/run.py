@@ -122,7 +122,8 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         "commit": commit,  # refuse_uncommitted: the measured code is exactly this commit's
         # The CPU type decides the floats and the kernels, so the reading names it (ift.environment).
         "machine": f"{platform.processor() or platform.machine()} ({processor['model']}: "
-                   f"{', '.join(processor['features'])}; torch's {processor['torch_capability']} kernels), "
+                   f"{', '.join(processor['features']) or 'none of the listed features'}; "
+                   f"torch's {processor['torch_capability']} kernels), "
                    f"{os.cpu_count()} cores, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
         "train_preset": train_preset,

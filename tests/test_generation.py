@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ift.generation import (
+    PrefixPlan,
     _batch_inputs,
     generate_answers,
     generation_kwargs,
@@ -27,22 +28,30 @@ def test_shared_prefix_length(rows, expected):
 
 @pytest.mark.parametrize(("rows", "plan", "positions"), [
     # Two branches after the shared [1, 2], each with a longer prefix of its own: 2 x 5 + 4 x 2,
-    # against 2 + 4 x 5 with one prefix.
+    # against 2 + 4 x 5 with the opening alone.
     ([[1, 2, 3, 4, 5, 9], [1, 2, 3, 4, 5, 8, 8], [1, 2, 7, 7, 7, 6], [1, 2, 7, 7, 7, 5]],
-     ([[1, 2, 3, 4, 5], [1, 2, 7, 7, 7]], [0, 0, 1, 1]), 18),
+     PrefixPlan([[1, 2, 3, 4, 5], [1, 2, 7, 7, 7]], [0, 0, 1, 1]), 18),
     # A row alone in its branch continues the shared opening: 2 x 7 + 4 x 2, against 2 + 4 x 6.
     ([[1, 2, 3, 4, 5, 6, 7, 10], [1, 2, 3, 4, 5, 6, 7, 11], [1, 2, 3, 4, 5, 6, 7, 12], [1, 2, 8, 9]],
-     ([[1, 2, 3, 4, 5, 6, 7], [1, 2]], [0, 0, 0, 1]), 22),
-    # Branches that share nothing more: the one shared prefix.
-    ([[1, 2, 3, 9], [1, 2, 4, 9], [1, 2, 5, 9]], ([[1, 2]], [0, 0, 0]), 2 + 3 * 2),
-    # Branching would compute more: 2 x 4 + 3 x 3 against 2 + 3 x 4.
-    ([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 7], [1, 2, 8, 9, 9, 9]], ([[1, 2]], [0, 0, 0]), 14),
-    ([[7, 2], [1, 2]], ([], [0, 0]), 2 * 2),  # nothing shared: no prefix
-    ([[1, 2, 3]], ([], [0]), 3),
+     PrefixPlan([[1, 2, 3, 4, 5, 6, 7], [1, 2]], [0, 0, 0, 1]), 22),
+    # Branches that share nothing more: the opening, once.
+    ([[1, 2, 3, 9], [1, 2, 4, 9], [1, 2, 5, 9]], PrefixPlan([[1, 2]], [0, 0, 0]), 2 + 3 * 2),
+    # Branching would compute more: 2 x 4 + 3 x 4 against 2 + 3 x 4.
+    ([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 7], [1, 2, 8, 9, 9, 9]], PrefixPlan([[1, 2]], [0, 0, 0]), 14),
+    # A tie (2 x 3 + 4 x 1 against 2 + 4 x 2) keeps the opening.
+    ([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 6, 7], [1, 2, 6, 8]], PrefixPlan([[1, 2]], [0, 0, 0, 0]), 10),
+    ([[7, 2], [1, 2]], PrefixPlan([], []), 2 * 2),  # nothing shared: no prefix
+    ([[1, 2, 3]], PrefixPlan([], []), 3),
 ])
 def test_prefix_plan_computes_each_prefix_once_where_that_is_fewer_positions(rows, plan, positions):
     assert prefix_plan(rows) == plan
     assert prefill_positions(rows, plan) == positions
+
+
+def test_prefix_sharing_can_keep_to_the_opening_or_be_off():
+    rows = [[1, 2, 3, 4, 5, 9], [1, 2, 3, 4, 5, 8, 8], [1, 2, 7, 7, 7, 6], [1, 2, 7, 7, 7, 5]]
+    assert prefix_plan(rows, "opening") == PrefixPlan([[1, 2]], [0, 0, 0, 0])
+    assert prefix_plan(rows, "none") == PrefixPlan([], [])
 
 
 # Shared template, instructions and inputs of differing lengths, a repeated prompt, and a

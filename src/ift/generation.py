@@ -4,7 +4,7 @@ padding, the prompts' shared prefixes computed once, and the answer length fitte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -57,49 +57,66 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     return max(limit, 0)
 
 
-def prefix_plan(rows: Sequence[Sequence[int]], branches: bool = True) -> tuple[list[list[int]], list[int]]:
-    """The prefixes a batch computes once, and which one each row continues.
+class PrefixPlan(NamedTuple):
+    """The prefixes a batch computes once, and for each row the index of the one it continues."""
 
-    The rows' shared opening, or, where it computes fewer positions, one prefix per branch
-    after it: the Alpaca templates with and without an input share only their first words,
-    and each branch shares the rest of its template. Rows left alone in a branch continue
-    the shared opening. `branches` off: the shared opening only. No prefix where the rows
-    share nothing (a single row included).
+    prefixes: list[list[int]]
+    prefix_of_row: list[int]
+
+
+# How a batch's prompts share their prefixes' KV cache: one prefix per branch after the shared
+# opening where that computes less (the default), the shared opening only, or not at all.
+PrefixSharing = Literal["branches", "opening", "none"]
+
+
+def prefix_plan(rows: Sequence[Sequence[int]], sharing: PrefixSharing = "branches") -> PrefixPlan:
+    """What one batch computes once, by `sharing`.
+
+    The rows' shared opening, or, where it computes fewer prefill positions, a prefix per
+    branch: the rows grouped by their first token after the shared opening, each group's
+    common prefix computed once. The Alpaca templates with and without an input share only
+    their first words, and each shares the rest of its own opening. A row alone in its branch
+    continues the shared opening; no prefix where the rows share nothing (a single row too).
     """
-    shared = shared_prefix_length(rows)
-    if not shared:  # (and so every prefix below has a token: no prefix row is all padding)
-        return [], [0] * len(rows)
-    one_prefix = ([list(rows[0][:shared])], [0] * len(rows))
-    if not branches:
-        return one_prefix
-    branches: dict[int, list[int]] = {}
+    shared = shared_prefix_length(rows) if sharing != "none" else 0
+    if not shared:
+        return PrefixPlan([], [])
+    opening = PrefixPlan([list(rows[0][:shared])], [0] * len(rows))
+    if sharing == "opening":
+        return opening
+    rows_by_next_token: dict[int, list[int]] = {}
     for r, row in enumerate(rows):
-        branches.setdefault(row[shared], []).append(r)
-    prefixes: list[list[int]] = []
-    of_row = [0] * len(rows)
-    for members in branches.values():
+        rows_by_next_token.setdefault(row[shared], []).append(r)
+    branched = PrefixPlan([], [0] * len(rows))
+    for members in rows_by_next_token.values():
         length = shared_prefix_length([rows[r] for r in members]) if len(members) > 1 else shared
         prefix = list(rows[members[0]][:length])
-        if prefix not in prefixes:
-            prefixes.append(prefix)
+        if prefix not in branched.prefixes:
+            branched.prefixes.append(prefix)
+        index = branched.prefixes.index(prefix)
         for r in members:
-            of_row[r] = prefixes.index(prefix)
-    branched = (prefixes, of_row)
-    return min(one_prefix, branched, key=lambda plan: prefill_positions(rows, plan))
+            branched.prefix_of_row[r] = index
+    return min(opening, branched, key=lambda plan: prefill_positions(rows, plan))  # a tie keeps the opening
 
 
-def prefill_positions(rows: Sequence[Sequence[int]], plan: tuple[list[list[int]], list[int]]) -> int:
-    """Token positions a batch's prefill computes under `plan`: its prefixes, padded to the
+def _layout(rows: Sequence[Sequence[int]], plan: PrefixPlan) -> tuple[list[list[int]], int, int]:
+    """Each row's prefix under `plan`, the prefixes' padded width and the rows' own tokens' width."""
+    row_prefixes = [plan.prefixes[i] for i in plan.prefix_of_row] if plan.prefixes else [[] for _ in rows]
+    prefix_width = max((len(prefix) for prefix in plan.prefixes), default=0)
+    own_width = max(len(row) - len(prefix) for row, prefix in zip(rows, row_prefixes))
+    return row_prefixes, prefix_width, own_width
+
+
+def prefill_positions(rows: Sequence[Sequence[int]], plan: PrefixPlan) -> int:
+    """Token positions a batch's prefill computes under `plan`: the prefixes, padded to the
     longest, then every row's own tokens, padded to the longest."""
-    prefixes, of_row = plan
-    prefix_width = max((len(prefix) for prefix in prefixes), default=0)
-    own_width = max(len(row) - (len(prefixes[i]) if prefixes else 0) for row, i in zip(rows, of_row))
-    return len(prefixes) * prefix_width + len(rows) * own_width
+    _, prefix_width, own_width = _layout(rows, plan)
+    return len(plan.prefixes) * prefix_width + len(rows) * own_width
 
 
 def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_token_id: int,
-                  share_prefix: bool = True, branch_prefixes: bool = True) -> dict:
-    """generate() inputs for one batch, each prefix of prefix_plan computed once.
+                  sharing: PrefixSharing = "branches") -> dict:
+    """generate() inputs for one batch, each prefix of its prefix_plan computed once.
 
     Prompts share the template's opening, so the prefixes run through the model once, as a
     batch of their own, and each row gets its prefix's KV cache (`ift bench --levers`:
@@ -111,27 +128,29 @@ def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_tok
 
     # A model whose generation config asks for its own cache type (static, sliding, ...)
     # must get it from generate(): no shared prefix then.
-    share_prefix = share_prefix and getattr(model.generation_config, "cache_implementation", None) is None
-    prefixes, of_row = prefix_plan(rows, branch_prefixes) if share_prefix else ([], [0] * len(rows))
-    prefix_width = max((len(prefix) for prefix in prefixes), default=0)
-    row_prefixes = [prefixes[i] if prefixes else [] for i in of_row]
-    own = [row[len(prefix):] for row, prefix in zip(rows, row_prefixes)]
-    width = prefix_width + max(len(tokens) for tokens in own)
+    if getattr(model.generation_config, "cache_implementation", None) is not None:
+        sharing = "none"
+    plan = prefix_plan(rows, sharing)
+    row_prefixes, prefix_width, own_width = _layout(rows, plan)
+    width = prefix_width + own_width
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, (prefix, tokens) in enumerate(zip(row_prefixes, own)):
+    for r, (row, prefix) in enumerate(zip(rows, row_prefixes)):
+        own = row[len(prefix):]
         input_ids[r, :len(prefix)] = torch.tensor(prefix, dtype=torch.long)
-        input_ids[r, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+        input_ids[r, width - len(own):] = torch.tensor(own, dtype=torch.long)
         attention_mask[r, :len(prefix)] = 1
-        attention_mask[r, width - len(tokens):] = 1
+        attention_mask[r, width - len(own):] = 1
     inputs = {"input_ids": input_ids.to(model.device), "attention_mask": attention_mask.to(model.device)}
-    if prefixes:
-        # Each prefix as its first row holds it, padded on the right: under causal attention no
-        # real token sees that padding, and the rows' attention mask hides it from then on.
-        first_rows = [of_row.index(i) for i in range(len(prefixes))]
+    if plan.prefixes:
+        # One row per prefix, right-padded to prefix_width (a prefix is never empty, so no row
+        # is all padding): under causal attention no real token sees the padding, and the
+        # rows' attention mask hides it from then on.
+        first_rows = [plan.prefix_of_row.index(i) for i in range(len(plan.prefixes))]
         cache = DynamicCache(config=model.config)
-        model(input_ids=input_ids[first_rows, :prefix_width], cache=cache, use_cache=True, logits_to_keep=1)
-        cache.batch_select_indices(torch.tensor(of_row, device=model.device))
+        model(input_ids=inputs["input_ids"][first_rows, :prefix_width], cache=cache, use_cache=True,
+              logits_to_keep=1)
+        cache.batch_select_indices(torch.tensor(plan.prefix_of_row, device=model.device))
         inputs["cache"] = cache
     return inputs
 
@@ -150,15 +169,13 @@ def generate_token_ids(
     max_new_tokens: int,
     batch_size: int,
     desc: str = "generating",
-    share_prefix: bool = True,
-    branch_prefixes: bool = True,
+    sharing: PrefixSharing = "branches",
 ) -> list[list[int]]:
     """Greedy continuations of `prompts`, in order: the generated token ids through EOS.
 
-    Batched (by length, with an attention mask and, unless `share_prefix` is off, each
-    batch's prefixes computed once: prefix_plan, with `branch_prefixes`), stopping at EOS;
-    `max_new_tokens` counts only generated tokens, and the prompt is cut off by token count,
-    not characters.
+    Batched (by length, with an attention mask and each batch's prefixes computed once, by
+    `sharing`: prefix_plan), stopping at EOS; `max_new_tokens` counts only generated tokens,
+    and the prompt is cut off by token count, not characters.
     """
     model.eval()
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
@@ -166,8 +183,7 @@ def generate_token_ids(
     batches = length_sorted_batches([len(ids) for ids in encoded], batch_size)
     with tqdm(total=len(prompts), desc=desc, unit="ex") as bar:
         for batch in batches:
-            inputs = _batch_inputs(model, [encoded[i] for i in batch], tokenizer.pad_token_id, share_prefix,
-                                   branch_prefixes)
+            inputs = _batch_inputs(model, [encoded[i] for i in batch], tokenizer.pad_token_id, sharing)
             output = model.generate(**inputs, **generation_kwargs(tokenizer, max_new_tokens))
             for i, row in zip(batch, output[:, inputs["input_ids"].shape[1]:].tolist()):
                 generated[i] = through_eos(row, tokenizer.eos_token_id)
@@ -192,9 +208,8 @@ def generate_answers(
     max_new_tokens: int,
     batch_size: int,
     desc: str = "generating",
-    share_prefix: bool = True,
-    branch_prefixes: bool = True,
+    sharing: PrefixSharing = "branches",
 ) -> list[str]:
     """Greedy answers for `prompts`, in order (generate_token_ids, decoded)."""
     return decode_answers(tokenizer, generate_token_ids(
-        model, tokenizer, prompts, max_new_tokens, batch_size, desc, share_prefix, branch_prefixes))
+        model, tokenizer, prompts, max_new_tokens, batch_size, desc, sharing))
