@@ -13,6 +13,7 @@ from ift.generation import (
     shared_prefix_length,
 )
 from ift.prompts import format_prompt
+from tests.helpers import sharpen
 
 
 @pytest.mark.parametrize(("rows", "expected"), [
@@ -80,10 +81,48 @@ def test_shared_prefix_scores_equal_one_at_a_time(tiny_model, tiny_tokenizer):
     assert len(prefixes) == 2 and of_row[4] != of_row[0] and len(prefixes[of_row[4]]) < len(prefixes[of_row[0]])
     inputs = _batch_inputs(tiny_model, rows, tiny_tokenizer.pad_token_id)
     assert "cache" in inputs, "these prompts share a prefix: it must be computed once"
-    batched = _generate(tiny_model, tiny_tokenizer, inputs)
+    _assert_scores_equal_one_at_a_time(tiny_model, tiny_tokenizer, rows, inputs)
+
+
+def _sliding_window_model(tokenizer):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    return MistralForCausalLM(MistralConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, sliding_window=40, max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+
+
+def _recurrent_model(tokenizer):
+    from transformers import MambaConfig, MambaForCausalLM
+
+    return MambaForCausalLM(MambaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, state_size=4, num_hidden_layers=2, conv_kernel=4,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id))
+
+
+# transformers' Mamba itself scores a left-padded batch otherwise than one row at a time: only its plan is checked.
+@pytest.mark.parametrize(("build", "check_scores"), [(_sliding_window_model, True), (_recurrent_model, False)])
+def test_no_shared_prefix_where_a_layer_does_not_keep_every_position(tiny_tokenizer, build, check_scores):
+    """A row's padding sits between its prefix and its own tokens: a sliding window longer than
+    a row's own tokens but shorter than its prompt would count it as context (scores off by
+    tens, unguarded), and a recurrent state would take it in."""
+    torch.manual_seed(0)
+    model = build(tiny_tokenizer).eval()
+    sharpen(model)
+    rows = [tiny_tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    assert min(map(len, rows)) > 40
+    inputs = _batch_inputs(model, rows, tiny_tokenizer.pad_token_id)
+    assert "cache" not in inputs
+    if check_scores:
+        _assert_scores_equal_one_at_a_time(model, tiny_tokenizer, rows, inputs)
+
+
+def _assert_scores_equal_one_at_a_time(model, tokenizer, rows, inputs):
+    batched = _generate(model, tokenizer, inputs)
     for r, row in enumerate(rows):
         ids = torch.tensor([row])
-        single = _generate(tiny_model, tiny_tokenizer, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+        single = _generate(model, tokenizer, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})
         for step, scores in enumerate(single.scores):
             torch.testing.assert_close(batched.scores[step][r], scores[0], rtol=1e-4, atol=1e-4)
 

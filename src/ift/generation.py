@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ift.config import MAX_NEW_TOKENS_CAP
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 HYDRATED_STATS = "data/hydrated/stats.json"  # hydrate's token-length percentiles per split
 
@@ -114,6 +114,24 @@ def prefill_positions(rows: Sequence[Sequence[int]], plan: PrefixPlan) -> int:
     return len(plan.prefixes) * prefix_width + len(rows) * own_width
 
 
+def _prefix_cache(model: PreTrainedModel) -> DynamicCache | None:
+    """An empty KV cache for a batch's prefixes, or None where prefixes cannot be shared.
+
+    A row's padding sits between its prefix and its own tokens, so every layer must keep every
+    position: a sliding window would count the padding as context, and a recurrent state would
+    take it in. A model whose generation config asks for its own cache type (static, ...) must
+    get that from generate().
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    own_cache = getattr(model.generation_config, "cache_implementation", None) is not None
+    if own_cache or getattr(model, "_is_stateful", False):
+        return None
+    cache = DynamicCache(config=model.config)
+    return cache if all(type(layer) is DynamicLayer for layer in cache.layers) else None
+
+
 def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_token_id: int,
                   sharing: PrefixSharing = "branches") -> dict:
     """generate() inputs for one batch, each prefix of its prefix_plan computed once.
@@ -124,13 +142,8 @@ def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_tok
     with the attention mask off on it; generate() numbers positions by the mask, so every
     real token has the position it has in the plain left-padded batch.
     """
-    from transformers import DynamicCache
-
-    # A model whose generation config asks for its own cache type (static, sliding, ...)
-    # must get it from generate(): no shared prefix then.
-    if getattr(model.generation_config, "cache_implementation", None) is not None:
-        sharing = "none"
-    plan = prefix_plan(rows, sharing)
+    cache = _prefix_cache(model)
+    plan = prefix_plan(rows, sharing if cache is not None else "none")
     row_prefixes, prefix_width, own_width = _layout(rows, plan)
     width = prefix_width + own_width
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
@@ -147,7 +160,6 @@ def _batch_inputs(model: PreTrainedModel, rows: Sequence[Sequence[int]], pad_tok
         # is all padding): under causal attention no real token sees the padding, and the
         # rows' attention mask hides it from then on.
         first_rows = [plan.prefix_of_row.index(i) for i in range(len(plan.prefixes))]
-        cache = DynamicCache(config=model.config)
         model(input_ids=inputs["input_ids"][first_rows, :prefix_width], cache=cache, use_cache=True,
               logits_to_keep=1)
         cache.batch_select_indices(torch.tensor(plan.prefix_of_row, device=model.device))
