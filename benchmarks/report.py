@@ -57,13 +57,27 @@ def long_answers_ceiling(long: dict[str, Any]) -> str:
             f"{long['ours_fraction_of_peak']:.2f} of that peak.")
 
 
+def step_time_shares(train: dict[str, Any]) -> str:
+    """Where our train step's operator time went (benchmarks/step_profile.py)."""
+    shares = train["step_time_shares"]
+    return (f"Of our step's operator time (torch.profiler, a run of its own), matrix multiplies took "
+            f"{shares['matmul']:.0%}, attention kernels {shares['attention']:.0%}, work on vocabulary-wide tensors "
+            f"(the loss, log-softmax, entropy, accuracy and casts of the logits, no FLOPs in the count) "
+            f"{shares['vocabulary_wide']:.0%}, and the rest {shares['other']:.0%}.")
+
+
 def shortfall_reasons(results: dict[str, Any]) -> dict[str, str]:
     """What in the same run's measurements bounds each target that can fall short here."""
     prefill = results["eval"]["pythia70m"]["prefill_tokens"]
     long = results["long_answers"]
     per_token = long["speedup"] * long["ours_mean_generated_tokens"] / long["tutorial_mean_generated_tokens"]
     stages = results["pipeline"]["stages"]
+    train = results["train"]
+    mfu = ({"train_mfu": f"{step_time_shares(train)} Were the matrix multiplies and attention free, MFU would be "
+                         f"at most {train['mfu_if_matmul_and_attention_took_no_time']:.2f}."}
+           if "step_time_shares" in train else {})  # (older reports lack it)
     return {
+        **mfu,
         "generate_speedup_vs_batched_generate.pythia70m":
             "With random weights every row runs to max_new_tokens on both sides, so the decode steps (the 50k "
             f"LM head at each) are the same work; ours saves prefill only: {prefill['ours']} positions against "
@@ -128,6 +142,8 @@ def markdown(results: dict[str, Any]) -> str:
               + ", ".join(f"{part} {value / 1e12:.3f} TFLOP/s" for part, value in flops.items())
               + f"; over the bf16 matrix-multiply peak measured in the same run, "
               f"{t['matmul_peak_flops_per_second'] / 1e12:.2f} TFLOP/s."]
+    if "step_time_shares" in t:  # (older reports lack it)
+        lines.append(f"- {step_time_shares(t)}")
     lines += ["", "## Generation: ours vs batched `generate()` and vs the tutorial's loop", "",
               "| model | examples | ours (ex/s) | batched generate (ex/s) | speedup | identical ids | "
               "tutorial (ex/s) | vs tutorial |",
