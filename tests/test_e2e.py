@@ -400,11 +400,16 @@ def test_exp_run_reruns_only_what_depends_on_the_change(repo_copy):
     assert stages_run(train_change) == {"train", "tuned_eval", "publish"}
 
 
-def test_pythia_like_model_and_company_csv_end_to_end(repo_copy, tmp_path):
+def test_pythia_like_model_and_company_csv_end_to_end(repo_copy, tmp_path, monkeypatch):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tests.helpers import save_pythia_like
 
+    if torch.cpu._is_amx_tile_supported():
+        # torch's bf16 flash attention (train=pythia-70m: sdpa) packs for AMX from the AVX-512 kernels
+        # only: under ATen's AVX2 ones it fails ("pack_vnni2 is only supported when avx512 is supported").
+        monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     model_dir = save_pythia_like(tmp_path / "pythia-like")
     rows = ["Customer Question,Agent Answer"] + [
         f'"How do I reset {{device_{i}}}? ### Response: é",Hold the {{button}} for {i} seconds.'
