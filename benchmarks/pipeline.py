@@ -3,10 +3,13 @@ experiments one and two at a time."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +38,68 @@ QUEUED_RATES = {1: ("2e-3", "4e-3"), 2: ("3e-3", "5e-3")}
 QUEUED_STEPS = 30  # shorter than the default's 339 steps; the same for both runs
 
 
+@contextmanager
+def queue_started(repo: Path, env: dict, jobs: int) -> Iterator[None]:
+    """`dvc queue start -j jobs`; on leaving the block, no worker is left behind.
+
+    `dvc queue start` returns at once, but leaves a process that waits for the workers with the
+    caller's stdout and stderr: given pipes, a caller reading them would wait for it too. And a
+    worker told to shut down while it is busy can stay idle after the queue is done (a race in
+    dvc's workers, seen in CI): the workers left are stopped (`dvc queue stop`), else killed.
+    """
+    start = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if start.returncode != 0:
+        raise UserError(f"{repo}: `dvc queue start -j {jobs}` failed (exit code {start.returncode})")
+    try:
+        yield
+    finally:
+        stop_queue_workers(repo, env)
+
+
+def queue_done(repo: Path, env: dict, timeout: float = 900) -> str:
+    """`dvc queue status` once nothing is queued or running (within `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while any(state in (status := subprocess.run(["dvc", "queue", "status"], cwd=repo, env=env, capture_output=True,
+                                                 text=True, check=True).stdout) for state in ("Queued", "Running")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{repo}: the queue is not done after {timeout:.0f} s:\n{status}")
+        time.sleep(1)
+    return status
+
+
+def stop_queue_workers(repo: Path, env: dict, grace: float = 30) -> None:
+    """`dvc queue stop`, then kill what is left of the queue's processes in `repo` after `grace` s."""
+    import psutil
+
+    subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True)
+
+    def of_the_queue(process: psutil.Process) -> bool:  # `dvc queue start`'s process and `dvc exp queue-worker`s
+        try:
+            words = process.cmdline()
+            return (process.pid != os.getpid() and any(word.startswith("queue") for word in words)
+                    and Path(process.cwd()) == repo.resolve())
+        except psutil.Error:
+            return False
+
+    left = [process for process in psutil.process_iter() if of_the_queue(process)]
+    _, alive = psutil.wait_procs(left, timeout=grace)
+    for process in alive:
+        process.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
 def run_queue(copy: Path, env: dict, jobs: int) -> float:
     """Wall seconds of `dvc queue start -j jobs` until the two queued experiments have finished."""
-    def dvc(*args: str) -> str:
-        return subprocess.run(["dvc", *args], cwd=copy, env=env, capture_output=True, text=True, check=True).stdout
-
-    dvc("exp", "run", "--queue", "-S", "train.learning_rate=" + ",".join(QUEUED_RATES[jobs]),
-        "-S", f"train.max_steps={QUEUED_STEPS}")
+    subprocess.run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=" + ",".join(QUEUED_RATES[jobs]),
+                    "-S", f"train.max_steps={QUEUED_STEPS}"], cwd=copy, env=env, capture_output=True, check=True)
     started = time.perf_counter()
-    dvc("queue", "start", "-j", str(jobs))
-    while any(state in (status := dvc("queue", "status")) for state in ("Queued", "Running")):
-        time.sleep(1)
-    seconds = time.perf_counter() - started
+    with queue_started(copy, env, jobs):
+        status = queue_done(copy, env)
+        seconds = time.perf_counter() - started
     if status.count("Success") != len(QUEUED_RATES[jobs]):
         raise UserError(f"queued experiments failed (-j {jobs}):\n{status}")
-    dvc("queue", "remove", "--success")
+    subprocess.run(["dvc", "queue", "remove", "--success"], cwd=copy, env=env, capture_output=True, check=True)
     return seconds
 
 

@@ -261,3 +261,23 @@ def test_an_mfu_short_of_its_target_says_where_the_step_time_went():
     missed = next(line for line in markdown(results).splitlines() if line.startswith("- `train_mfu`"))
     assert "matrix multiplies took 20%, attention kernels 10%" in missed and "the rest 40%" in missed
     assert missed.endswith("Were the matrix multiplies and attention free, MFU would be at most 0.11."), missed
+
+
+def test_queue_processes_left_in_a_repository_are_stopped_and_others_are_not(tmp_path):
+    import subprocess
+    import sys
+
+    from benchmarks.pipeline import stop_queue_workers
+    from tests.helpers import user_env
+
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    lingering = subprocess.Popen([*sleep, "queue-worker"], cwd=tmp_path)  # as a worker that missed its shutdown
+    elsewhere = subprocess.Popen([*sleep, "queue-worker"], cwd=ROOT)
+    unrelated = subprocess.Popen(sleep, cwd=tmp_path)
+    try:
+        stop_queue_workers(tmp_path, user_env(), grace=1)
+        assert lingering.wait(timeout=10) is not None
+        assert elsewhere.poll() is None and unrelated.poll() is None
+    finally:
+        for process in (lingering, elsewhere, unrelated):
+            process.kill()

@@ -314,15 +314,12 @@ def test_a_queued_sweep_runs_two_at_a_time_and_compares_itself(repo_copy):
     """README's sweep: three queued learning rates, `dvc queue start -j 2`; every experiment
     finishes, the two workers share the cores, and DVC compares them (metrics with standard
     errors, loss curves drawn together)."""
-    import time
+    from benchmarks.pipeline import queue_done, queue_started
 
     run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=3e-4,1e-3,3e-3", "-S", "train.max_steps=30",
          "-S", "eval.limit=200"], repo_copy)  # (short runs: what is tested is the queue)
-    run(["dvc", "queue", "start", "-j", "2"], repo_copy)
-    deadline = time.time() + 900
-    while any(state in (status := run(["dvc", "queue", "status"], repo_copy)) for state in ("Queued", "Running")):
-        assert time.time() < deadline, status
-        time.sleep(2)
+    with queue_started(repo_copy, user_env(), jobs=2):
+        status = queue_done(repo_copy, user_env())
     assert status.count("Success") == 3, status
 
     shown = json.loads(run_stdout(["dvc", "exp", "show", "--json"], repo_copy))
