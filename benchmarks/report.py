@@ -23,6 +23,16 @@ TARGETS = {
 }
 
 
+def shown(value: float, near: float) -> str:
+    """`value` to 3 significant digits, or as many more as it takes not to read as `near` (a target
+    it misses by less than the rounding)."""
+    for digits in range(3, 10):
+        text = f"{value:.{digits}g}"
+        if value == near or float(text) != near:
+            return text
+    return repr(value)
+
+
 def target_value(results: dict[str, Any], key: str) -> float:
     """The value of a TARGETS key in bench.json's results."""
     value: Any = results
@@ -104,7 +114,7 @@ def shortfalls(results: dict[str, Any]) -> list[str]:
         if not target_met(results, key):
             value = target_value(results, key)
             short = target / value if op == ">=" else value / target
-            lines.append(f"- `{key}`: {value:.3g} against {op} {target}, {short:.2f}x short. "
+            lines.append(f"- `{key}`: {shown(value, target)} against {op} {target}, {shown(short, 1)}x short. "
                          f"{reasons.get(key, '')}".rstrip())
     return lines
 
@@ -116,7 +126,7 @@ def markdown(results: dict[str, Any]) -> str:
              "| key | value | target | met |", "| --- | ---: | ---: | :---: |"]
     for key, (op, target) in TARGETS.items():
         met = "yes" if target_met(results, key) else "**no**"
-        lines.append(f"| `{key}` | {target_value(results, key):.3g} | {op} {target} | {met} |")
+        lines.append(f"| `{key}` | {shown(target_value(results, key), target)} | {op} {target} | {met} |")
     if "prefill_tokens" in results["eval"]["pythia70m"]:  # (older reports lack what the reasons cite)
         missed = shortfalls(results)
         lines += ["", "Targets not met, by how much, and why:", "", *missed] if missed else []

@@ -229,7 +229,7 @@ def test_a_target_not_met_says_by_how_much_and_why():
     results["eval"]["tiny"]["decode_steps"] = {"run": 150, "without_stopping_at_eos": 192}
     results["pipeline_seconds"], results["noop_repro_seconds"] = 180.0, 0.5
     text = markdown(results)
-    assert "- `pipeline_seconds`: 180 against <= 90, 2.00x short. fetch took" in text
+    assert "- `pipeline_seconds`: 180 against <= 90, 2x short. fetch took" in text
     assert not target_met(results, "generate_speedup_vs_batched_generate.pythia70m")  # (the sample's 1.17x)
     assert "3000 positions against 3600 (1.20x fewer)" in text
     assert "- `noop_repro_seconds`" not in text.split("Targets not met")[1]  # met: no line
@@ -281,3 +281,12 @@ def test_queue_processes_left_in_a_repository_are_stopped_and_others_are_not(tmp
     finally:
         for process in (lingering, elsewhere, unrelated):
             process.kill()
+
+
+def test_a_value_just_short_of_its_target_does_not_read_as_the_target():
+    results = json.loads(SAMPLE.read_text())
+    results["generate_speedup_vs_batched_generate"]["pythia70m"] = 1.4972
+    text = markdown(results)
+    assert "| `generate_speedup_vs_batched_generate.pythia70m` | 1.497 | >= 1.5 | **no** |" in text
+    assert "- `generate_speedup_vs_batched_generate.pythia70m`: 1.497 against >= 1.5, 1.002x short." in text
+    assert "| `train_speedup_vs_trl` | 6.19 | >= 3 | yes |" in text  # far from it: 3 digits, as before
