@@ -38,6 +38,11 @@ QUEUED_RATES = {1: ("2e-3", "4e-3"), 2: ("3e-3", "5e-3")}
 QUEUED_STEPS = 30  # shorter than the default's 339 steps; the same for both runs
 
 
+def dvc(repo: Path, env: dict, *args: str, check: bool = True) -> str:
+    """`dvc args` in `repo`; its stdout."""
+    return subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, check=check).stdout
+
+
 @contextmanager
 def queue_started(repo: Path, env: dict, jobs: int) -> Iterator[None]:
     """`dvc queue start -j jobs`; on leaving the block, no worker is left behind.
@@ -60,8 +65,7 @@ def queue_started(repo: Path, env: dict, jobs: int) -> Iterator[None]:
 def queue_done(repo: Path, env: dict, timeout: float = 900) -> str:
     """`dvc queue status` once nothing is queued or running (within `timeout` seconds)."""
     deadline = time.monotonic() + timeout
-    while any(state in (status := subprocess.run(["dvc", "queue", "status"], cwd=repo, env=env, capture_output=True,
-                                                 text=True, check=True).stdout) for state in ("Queued", "Running")):
+    while any(state in (status := dvc(repo, env, "queue", "status")) for state in ("Queued", "Running")):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{repo}: the queue is not done after {timeout:.0f} s:\n{status}")
         time.sleep(1)
@@ -72,7 +76,7 @@ def stop_queue_workers(repo: Path, env: dict, grace: float = 30) -> None:
     """`dvc queue stop`, then kill what is left of the queue's processes in `repo` after `grace` s."""
     import psutil
 
-    subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True)
+    dvc(repo, env, "queue", "stop", check=False)
 
     def of_the_queue(process: psutil.Process) -> bool:  # `dvc queue start`'s process and `dvc exp queue-worker`s
         try:
@@ -91,15 +95,15 @@ def stop_queue_workers(repo: Path, env: dict, grace: float = 30) -> None:
 
 def run_queue(copy: Path, env: dict, jobs: int) -> float:
     """Wall seconds of `dvc queue start -j jobs` until the two queued experiments have finished."""
-    subprocess.run(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=" + ",".join(QUEUED_RATES[jobs]),
-                    "-S", f"train.max_steps={QUEUED_STEPS}"], cwd=copy, env=env, capture_output=True, check=True)
+    dvc(copy, env, "exp", "run", "--queue", "-S", "train.learning_rate=" + ",".join(QUEUED_RATES[jobs]),
+        "-S", f"train.max_steps={QUEUED_STEPS}")
     started = time.perf_counter()
     with queue_started(copy, env, jobs):
         status = queue_done(copy, env)
         seconds = time.perf_counter() - started
     if status.count("Success") != len(QUEUED_RATES[jobs]):
         raise UserError(f"queued experiments failed (-j {jobs}):\n{status}")
-    subprocess.run(["dvc", "queue", "remove", "--success"], cwd=copy, env=env, capture_output=True, check=True)
+    dvc(copy, env, "queue", "remove", "--success")
     return seconds
 
 
