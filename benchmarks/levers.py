@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from benchmarks.clocks import StepTimes, in_both_orders, phase, timed_config
 from benchmarks.training import fresh_process_step_seconds, step_seconds, tiny_step_seconds
@@ -27,6 +28,7 @@ from benchmarks.workloads import (
     synthetic_dataset,
 )
 from ift.config import TrainConfig, load_params
+from ift.tokenization import IGNORE_INDEX
 from ift.trainer import AnswerOnlyHeadSFTTrainer
 
 
@@ -40,12 +42,59 @@ class ForeachAdamWTrainer(AnswerOnlyHeadSFTTrainer):
         return optimizer_cls, {**kwargs, "foreach": True}
 
 
+def loss_terms(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """AnswerOnlyHeadSFTTrainer.compute_loss's vocabulary-wide work, the same operations in one
+    function for torch.compile: summed NLL, and (without gradients) summed entropy and correct count."""
+    logits = logits.float()
+    log_probs = logits.log_softmax(-1)
+    nll = F.nll_loss(log_probs, targets, reduction="sum")
+    with torch.no_grad():
+        entropy = -(log_probs.exp() * log_probs).sum(-1).sum()
+        correct = (logits.argmax(-1) == targets).sum()
+    return nll, entropy, correct
+
+
+class LossTermsTrainer(AnswerOnlyHeadSFTTrainer):
+    """Our trainer's loss with its vocabulary-wide work in `loss_terms` (one process: no DDP rescaling).
+
+    A copy, not a hook in ift.trainer: any edit there changes the train stage's run key, and so
+    the committed model, which only a rerun on the reference CPU may replace. Adopting the
+    lever means moving this into ift.trainer (tests/test_bench.py holds the two equal)."""
+
+    loss_terms = staticmethod(loss_terms)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if model.training else "eval"
+        labels = inputs["labels"][:, 1:]
+        labelled = labels != IGNORE_INDEX
+        keep = F.pad(labelled, (0, 1), value=False)
+        with self.accelerator.autocast():
+            logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False,
+                           logits_to_keep=keep).logits
+        count = labelled.sum() if num_items_in_batch is None else num_items_in_batch
+        nll, entropy, correct = self.loss_terms(logits, labels[labelled])
+        loss = nll / torch.as_tensor(count).clamp(min=1)
+        n = max(int(labelled.sum()), 1)
+        self._metrics[mode]["entropy"].append(float(entropy) / n)
+        self._metrics[mode]["mean_token_accuracy"].append(float(correct) / n)
+        return (loss, None) if return_outputs else loss
+
+
+class CompiledLossTrainer(LossTermsTrainer):
+    """Our trainer with the loss's vocabulary-wide work compiled (inductor; dynamic shapes, as the
+    count of labelled tokens changes every step): the work the step profile finds largest."""
+
+    loss_terms = staticmethod(torch.compile(loss_terms, dynamic=True))
+
+
 # Options timed over a train stage's first steps, each in a new process (as a stage runs) with
 # an empty torch.compile cache (as a first run has): name -> settings.
 TRAIN_OPTIONS = {
     "kept": ("kept: train/default (fused AdamW, packed_eager attention, a thread per core)", {}),
     "compile": ("torch.compile of the model (inductor; compile time counted)", {"compile": True}),
-    "foreach": ("foreach AdamW", {"change": {"optim": "adamw_torch"}, "foreach": True}),
+    "foreach": ("foreach AdamW", {"change": {"optim": "adamw_torch"}, "trainer_class": ForeachAdamWTrainer}),
+    "compile_loss": ("the loss's vocabulary-wide work compiled (torch.compile, inductor; compile time counted)",
+                     {"trainer_class": CompiledLossTrainer}),
     "for_loop": ("for-loop AdamW (transformers' adamw_torch on CPU)", {"change": {"optim": "adamw_torch"}}),
     "flex": ("FlexAttention on the packed rows", {"change": {"attn_implementation": "flex_attention"}}),
     "one_thread": ("one thread", {"threads": 1}),
@@ -71,7 +120,7 @@ def train_step_times(copy: Path, option: str, steps: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="ift-bench-lever-") as work_dir:
         trainer = make_trainer(model, tokenizer, demo_dataset(copy, tokenizer, params.train.max_length), cfg, 0,
                                Path(work_dir), [times],
-                               trainer_class=ForeachAdamWTrainer if settings.get("foreach") else None)
+                               trainer_class=settings.get("trainer_class"))
         trainer.train()
     return times.first_and_later()
 
@@ -122,13 +171,15 @@ def bench_decode_options(copy: Path, max_new_tokens: int = 128, batch_size: int 
     prompts = lamini_like_prompts(tokenizer, batch_size)
     compiled = CompileConfig(mode="default")
     compiled._compile_all_devices = True  # generate() compiles on GPUs only unless told (transformers' own flag)
-    options = [("kept: dynamic KV cache, shared prefix", {}, None),
-               ("static KV cache", {"cache_implementation": "static"}, None),
+    # name, generation config, threads (None: as set), bf16 autocast
+    options = [("kept: dynamic KV cache, shared prefix", {}, None, False),
+               ("static KV cache", {"cache_implementation": "static"}, None, False),
                ("static KV cache, decode step compiled (torch.compile, inductor)",
-                {"cache_implementation": "static", "compile_config": compiled}, None),
-               ("one thread", {}, 1)]
+                {"cache_implementation": "static", "compile_config": compiled}, None, False),
+               ("bf16 autocast (the matmuls at the bf16 peak)", {}, None, True),
+               ("one thread", {}, 1, False)]
     results, kept_ids = {}, None
-    for name, generation, threads in options:
+    for name, generation, threads, bf16 in options:
         model = pythia_70m_shaped_model()
         for key, value in generation.items():
             setattr(model.generation_config, key, value)
@@ -138,7 +189,8 @@ def bench_decode_options(copy: Path, max_new_tokens: int = 128, batch_size: int 
             seconds, ids = [], None
             for _ in range(2):
                 start = time.perf_counter()
-                ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc=name)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    ids = generate_token_ids(model, tokenizer, prompts, max_new_tokens, batch_size, desc=name)
                 seconds.append(time.perf_counter() - start)
         finally:
             torch.set_num_threads(before)
@@ -197,6 +249,8 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                                "multiple of 64", {}, None),
                               ("fp32 instead of bf16 autocast", {"bf16": False}, None),
                               ("TRL's own tiled LM head", {}, SFTTrainer),
+                              ("the loss's vocabulary-wide work compiled (torch.compile; after a warm-up step "
+                               "that compiles it)", {}, CompiledLossTrainer),
                               ("plain AdamW", {"optim": "adamw_torch"}, None),
                               ("packed rows as long as their examples", unrounded, None),
                               ("padded random batches", padded_batches, None),

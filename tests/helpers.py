@@ -38,9 +38,9 @@ def sharpen(model) -> None:
 
 
 def train_batch(model, tokenizer, padding_free: bool, work_dir: Path, attn_implementation: str = "sdpa",
-                **train_overrides):
-    """The pipeline's trainer over TRAIN_ROWS and all of them collated as one batch; model in eval mode.
-    Rows are padded no further than needed unless `pad_to_multiple_of` is given."""
+                trainer_class=None, **train_overrides):
+    """The pipeline's trainer (or `trainer_class`) over TRAIN_ROWS and all of them collated as one
+    batch; model in eval mode. Rows are padded no further than needed unless `pad_to_multiple_of` is given."""
     from ift.config import TrainConfig
     from ift.tokenization import build_dataset
     from ift.trainer import make_trainer
@@ -49,7 +49,7 @@ def train_batch(model, tokenizer, padding_free: bool, work_dir: Path, attn_imple
     cfg = TrainConfig(per_device_train_batch_size=len(TRAIN_ROWS), padding_free=padding_free, max_steps=1,
                       bf16=False, attn_implementation=attn_implementation,
                       **{"pad_to_multiple_of": None, **train_overrides})
-    trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir)
+    trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir, trainer_class=trainer_class)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(TRAIN_ROWS))])
     model.eval()
     return trainer, batch
