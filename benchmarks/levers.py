@@ -58,8 +58,8 @@ class LossTermsTrainer(AnswerOnlyHeadSFTTrainer):
     """Our trainer's loss with its vocabulary-wide work in `loss_terms` (one process: no DDP rescaling).
 
     A copy, not a hook in ift.trainer: any edit there changes the train stage's run key, and so
-    the committed model, which only a rerun on the reference CPU may replace. Adopting the
-    lever means moving this into ift.trainer (tests/test_bench.py holds the two equal)."""
+    the committed model. Adopting the lever means moving this into ift.trainer, a change of
+    results to rerun and commit (tests/test_bench.py holds the two equal until then)."""
 
     loss_terms = staticmethod(loss_terms)
 

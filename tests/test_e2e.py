@@ -450,6 +450,8 @@ def test_a_typo_in_a_key_fails_the_first_stage_to_run_and_leaves_dvc_lock(repo_c
 
 def test_a_dvc_added_data_file_works_in_a_queued_experiment(tmp_path):
     """Queued experiments run in a copy with tracked files only: the README's way (dvc add) works there."""
+    from benchmarks.pipeline import queue_done, queue_started
+
     repo = copy_repo(tmp_path)
     rows = ["question,answer"] + [f"What is {i} plus one?,{i + 1}" for i in range(60)]
     (repo / "qa.csv").write_text("\n".join(rows) + "\n")
@@ -459,7 +461,9 @@ def test_a_dvc_added_data_file_works_in_a_queued_experiment(tmp_path):
     run(["dvc", "exp", "run", "--queue", "-S", "data=local", "-S", "data.path=qa.csv",
          "-S", "data.fields.instruction=question", "-S", "data.fields.input=null", "-S", "data.fields.output=answer",
          "-S", "model.tiny.pretrain_steps=20", "-S", "train.max_steps=3"], repo)
-    run(["dvc", "exp", "run", "--run-all"], repo)  # runs the queue, as `dvc queue start` does, and waits
+    with queue_started(repo, user_env(), jobs=1):
+        status = queue_done(repo, user_env())
+    assert status.count("Success") == 1, status
     shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=user_env(), capture_output=True,
                            text=True, check=True)
     experiments = [exp for row in json.loads(shown.stdout) for exp in (row.get("experiments") or [])]

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(writes reports/bench.json and reports/bench.md; several minutes)")
     bench.add_argument("--out", type=Path, default=Path("reports"), help="directory for bench.json/bench.md")
     bench.add_argument("--levers", action="store_true",
-                       help="also measure every option considered against the one kept (about ten more minutes here)")
+                       help="also measure every option considered against the one kept (several times longer)")
     bench.set_defaults(func=cmd_bench)
     return parser
 
