@@ -294,11 +294,12 @@ def test_a_value_just_short_of_its_target_does_not_read_as_the_target():
 
 def _loss_and_gradients(trainer_class, tiny_model, tiny_tokenizer, work_dir):
     """compute_loss of `trainer_class` on one batch: the loss, the logged metrics, the gradients."""
+    from ift.tokenization import IGNORE_INDEX
     from tests.helpers import train_batch
 
     trainer, batch = train_batch(tiny_model, tiny_tokenizer, True, work_dir, trainer_class=trainer_class)
     tiny_model.zero_grad()
-    loss = trainer.compute_loss(tiny_model, batch, num_items_in_batch=(batch["labels"] != -100).sum())
+    loss = trainer.compute_loss(tiny_model, batch, num_items_in_batch=(batch["labels"] != IGNORE_INDEX).sum())
     loss.backward()
     metrics = {name: values[-1] for name, values in trainer._metrics["eval"].items()}
     return float(loss), metrics, [p.grad.clone() for p in tiny_model.parameters() if p.grad is not None]
