@@ -1,6 +1,7 @@
 """`ift bench --levers`: each training and eval option we considered, against the one we kept.
 
 python -m benchmarks.levers train-times COPY OPTION STEPS  prints train_step_times (in a new process).
+python -m benchmarks.levers pythia-step COPY STEPS  prints pythia_step_seconds (in a new process).
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ class CompiledLossTrainer(LossTermsTrainer):
     loss_terms = staticmethod(torch.compile(loss_terms, dynamic=True))
 
 
+# glibc's malloc gives each large tensor fresh pages from the kernel (mmap) and returns them on
+# free, so every pass over [labelled tokens x vocabulary] floats page-faults anew; these
+# tunables serve large blocks from the heap and keep freed memory for the next step.
+KEEP_FREED_MEMORY = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"}
+
 # Options timed over a train stage's first steps, each in a new process (as a stage runs) with
 # an empty torch.compile cache (as a first run has): name -> settings.
 TRAIN_OPTIONS = {
@@ -98,6 +104,7 @@ TRAIN_OPTIONS = {
     "for_loop": ("for-loop AdamW (transformers' adamw_torch on CPU)", {"change": {"optim": "adamw_torch"}}),
     "flex": ("FlexAttention on the packed rows", {"change": {"attn_implementation": "flex_attention"}}),
     "one_thread": ("one thread", {"threads": 1}),
+    "keep_freed_memory": ("glibc keeps freed memory (GLIBC_TUNABLES: no mmap, no trim)", {"env": KEEP_FREED_MEMORY}),
 }
 
 
@@ -125,16 +132,50 @@ def train_step_times(copy: Path, option: str, steps: int) -> dict[str, float]:
     return times.first_and_later()
 
 
-def fresh_process_train_times(copy: Path, option: str, steps: int) -> dict[str, Any]:
-    """train_step_times in a new process with an empty compile cache; {"error": line} if it fails."""
+def in_a_new_process(copy: Path, args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`python -m benchmarks.levers args` in `copy`, with an empty compile cache and `env` added:
+    the JSON it prints last, or {"error": line} if it fails."""
     with tempfile.TemporaryDirectory(prefix="ift-bench-inductor-") as cache:
-        done = subprocess.run([sys.executable, "-m", "benchmarks.levers", "train-times", str(copy), option, str(steps)],
-                              cwd=copy, capture_output=True, text=True,
-                              env={**os.environ, "TQDM_DISABLE": "1", "TORCHINDUCTOR_CACHE_DIR": cache})
+        done = subprocess.run([sys.executable, "-m", "benchmarks.levers", *args], cwd=copy, capture_output=True,
+                              text=True, env={**os.environ, "TQDM_DISABLE": "1", "TORCHINDUCTOR_CACHE_DIR": cache,
+                                              **(env or {})})
     if done.returncode != 0:
         last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["(no output)"]
         return {"error": last[0][:300]}
     return json.loads(done.stdout.splitlines()[-1])
+
+
+def fresh_process_train_times(copy: Path, option: str, steps: int) -> dict[str, Any]:
+    """train_step_times in a new process; {"error": line} if it fails."""
+    return in_a_new_process(copy, ["train-times", str(copy), option, str(steps)], TRAIN_OPTIONS[option][1].get("env"))
+
+
+def pythia_step_seconds(copy: Path, steps: int) -> dict[str, float]:
+    """Seconds per optimizer step (after a warm-up step) with train=pythia-70m on the pythia-70m
+    shape and alpaca-like lengths, and this process's peak memory."""
+    from benchmarks.training import peak_rss_mib
+    from ift.config import compose, validate
+    from ift.modeling import load_tokenizer
+
+    cfg = validate(compose(["train=pythia-70m"], copy / "conf")).train
+    tokenizer = load_tokenizer(copy / "models/base")
+    examples = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * (steps + 1)
+    dataset = synthetic_dataset(alpaca_like_lengths(examples), len(tokenizer))
+    seconds = step_seconds(pythia_70m_shaped_model().train(), tokenizer, dataset, cfg, steps=steps)
+    return {"seconds_per_step": seconds, "peak_memory_mib": peak_rss_mib()}
+
+
+def bench_memory_options(copy: Path, steps: int = 4) -> dict[str, dict[str, float]]:
+    """pythia_step_seconds in new processes with glibc's default malloc and with KEEP_FREED_MEMORY,
+    each twice (in order, then reversed): the means."""
+    options = [("kept: glibc's default malloc", None), ("glibc keeps freed memory (KEEP_FREED_MEMORY)",
+                                                        KEEP_FREED_MEMORY)]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in options}
+    for name, env in options + options[::-1]:
+        runs[name].append(in_a_new_process(copy, ["pythia-step", str(copy), str(steps)], env))
+    return {name: ({"error": errors[0]} if (errors := [m["error"] for m in measured if "error" in m]) else
+                   {key: statistics.mean(m[key] for m in measured) for key in ("seconds_per_step", "peak_memory_mib")})
+            for name, measured in runs.items()}
 
 
 def bench_train_options(copy: Path, steps: int = 30) -> dict[str, dict[str, Any]]:
@@ -280,10 +321,13 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     kept_name, *kept_key = eval_options[0]
     phase("levers: train options, each in a new process")
     train_options = bench_train_options(copy)
+    phase("levers: memory allocation, pythia-70m shape, each in a new process")
+    memory_options = bench_memory_options(copy)
     phase("levers: decoding options on long answers")
     decode_options = bench_decode_options(copy)
     return {
         "tiny_train_options_in_a_new_process": train_options,
+        "pythia70m_train_memory_allocation_in_a_new_process": memory_options,
         "pythia70m_long_answers_decoding": decode_options,
         "tiny_train_seconds_per_step": tiny,
         "tiny_fresh_process_train_seconds_per_step": tiny_fresh,
@@ -322,6 +366,12 @@ def levers_markdown(levers: dict[str, Any]) -> list[str]:
             lines.append(f"- {name}: failed: {t['error']}" if "error" in t else
                          f"- {name}: first {t['first_step_seconds']:.2f}, later {t['later_step_seconds']:.3f}, "
                          f"{t['stage_steps']} steps {t['stage_seconds_at_this_pace']:.1f}")
+        if "pythia70m_train_memory_allocation_in_a_new_process" in levers:
+            lines += ["", "pythia-70m shape, alpaca-like lengths, train=pythia-70m, each in a new process, twice: "
+                      "seconds per optimizer step and the process's peak memory:", ""]
+            lines += [f"- {name}: failed: {m['error']}" if "error" in m else
+                      f"- {name}: {m['seconds_per_step']:.2f} s, {m['peak_memory_mib']:.0f} MiB"
+                      for name, m in levers["pythia70m_train_memory_allocation_in_a_new_process"].items()]
         lines += ["", "pythia-70m shape, long answers (64 lamini_docs-like prompts, max_new_tokens 128), "
                   "seconds of a first and a second call, and the share of rows whose ids equal the kept option's:",
                   ""]
@@ -332,4 +382,7 @@ def levers_markdown(levers: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(train_step_times(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))
+    if sys.argv[1] == "pythia-step":
+        print(json.dumps(pythia_step_seconds(Path(sys.argv[2]), int(sys.argv[3]))))
+    else:
+        print(json.dumps(train_step_times(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))

@@ -216,8 +216,12 @@ def test_lever_report_shows_measured_options_and_failures():
                            "stage_seconds_at_this_pace": 30.9},
                   "flex": {"error": "NotImplementedError: no backward on CPU"}},
               "pythia70m_long_answers_decoding": {
-                  "static": {"first_call_seconds": 12.0, "second_call_seconds": 11.0, "identical_ids": 1.0}}}
+                  "static": {"first_call_seconds": 12.0, "second_call_seconds": 11.0, "identical_ids": 1.0}},
+              "pythia70m_train_memory_allocation_in_a_new_process": {
+                  "kept": {"seconds_per_step": 4.97, "peak_memory_mib": 3005.4},
+                  "no trim": {"error": "MemoryError"}}}
     text = "\n".join(levers_markdown(levers))
+    assert "- kept: 4.97 s, 3005 MiB" in text and "- no trim: failed: MemoryError" in text
     assert "- kept: first 0.40, later 0.090, 339 steps 30.9" in text
     assert "- flex: failed: NotImplementedError: no backward on CPU" in text
     assert "- static: first 12.0, second 11.0, identical 1.000" in text
