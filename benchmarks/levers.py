@@ -173,9 +173,13 @@ def bench_memory_options(copy: Path, steps: int = 4) -> dict[str, dict[str, floa
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in options}
     for name, env in options + options[::-1]:
         runs[name].append(in_a_new_process(copy, ["pythia-step", str(copy), str(steps)], env))
-    return {name: ({"error": errors[0]} if (errors := [m["error"] for m in measured if "error" in m]) else
-                   {key: statistics.mean(m[key] for m in measured) for key in ("seconds_per_step", "peak_memory_mib")})
-            for name, measured in runs.items()}
+    return {name: mean_or_error(measured, ("seconds_per_step", "peak_memory_mib")) for name, measured in runs.items()}
+
+
+def mean_or_error(measured: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The mean of each key over a new-process option's runs, or the first of their errors."""
+    errors = [m["error"] for m in measured if "error" in m]
+    return {"error": errors[0]} if errors else {key: statistics.mean(m[key] for m in measured) for key in keys}
 
 
 def bench_train_options(copy: Path, steps: int = 30) -> dict[str, dict[str, Any]]:
@@ -187,15 +191,11 @@ def bench_train_options(copy: Path, steps: int = 30) -> dict[str, dict[str, Any]
         runs[option].append(fresh_process_train_times(copy, option, steps))
     results = {}
     for option, measured in runs.items():
-        name = TRAIN_OPTIONS[option][0]
-        errors = [m["error"] for m in measured if "error" in m]
-        if errors:
-            results[name] = {"error": errors[0]}
-            continue
-        first = statistics.mean(m["first_step_seconds"] for m in measured)
-        later = statistics.mean(m["later_step_seconds"] for m in measured)
-        results[name] = {"first_step_seconds": first, "later_step_seconds": later,
-                         "stage_seconds_at_this_pace": first + later * (stage_steps - 1), "stage_steps": stage_steps}
+        means = mean_or_error(measured, ("first_step_seconds", "later_step_seconds"))
+        if "error" not in means:
+            means |= {"stage_seconds_at_this_pace": means["first_step_seconds"]
+                      + means["later_step_seconds"] * (stage_steps - 1), "stage_steps": stage_steps}
+        results[TRAIN_OPTIONS[option][0]] = means
     return results
 
 

@@ -337,3 +337,24 @@ def test_the_compiled_loss_lever_computes_our_trainers_loss(tiny_model, tiny_tok
     assert compiled[0] == pytest.approx(ours[0], rel=1e-5)
     assert compiled[1] == pytest.approx(ours[1], rel=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(compiled[2], ours[2]))
+
+
+def test_new_process_options_average_both_runs_or_report_an_error(tmp_path, monkeypatch):
+    import benchmarks.levers as levers
+
+    (tmp_path / "reports/train").mkdir(parents=True)
+    (tmp_path / "reports/train/metrics.json").write_text('{"step": 11}')
+    calls = {option: 0 for option in levers.TRAIN_OPTIONS}
+
+    def measured(copy, option, steps):
+        calls[option] += 1
+        if option == "flex":
+            return {"error": "no backward"}
+        return {"first_step_seconds": 1.0 * calls[option], "later_step_seconds": 0.1 * calls[option]}
+
+    monkeypatch.setattr(levers, "fresh_process_train_times", measured)
+    results = levers.bench_train_options(tmp_path)
+    kept = results[levers.TRAIN_OPTIONS["kept"][0]]
+    assert kept["first_step_seconds"] == 1.5 and kept["later_step_seconds"] == pytest.approx(0.15)
+    assert kept["stage_seconds_at_this_pace"] == pytest.approx(1.5 + 0.15 * 10) and kept["stage_steps"] == 11
+    assert results[levers.TRAIN_OPTIONS["flex"][0]] == {"error": "no backward"}
