@@ -23,6 +23,22 @@ def test_the_rounding_spread_shows_what_ift_verify_allows_in_standard_errors():
     table = markdown(result)
     assert "| tuned | exact_match | 0.8 | 0.01 | 5.2 |" in table  # 3 x sqrt(0.01^2 + 2 x 0.01^2) / 0.01
     assert "| tuned | n_examples | 2000 | 0 | - |" in table
+    assert "Over the guarantee" not in table
+
+
+def test_the_rounding_spread_names_a_metric_it_would_let_move_ten_stderrs_unseen():
+    # A spread of 2.5 stderrs: 3 x sqrt(1 + 2 x 2.5^2) = 11.0 stderrs allowed, over the 10 guaranteed.
+    result = {"by": "rounding", "settings": ["one thread"],
+              "mean": {"baseline": {"token_f1": 0.03, "token_f1_stderr": 0.003},
+                       "tuned": {"exact_match": 0.8, "exact_match_stderr": 0.01}},
+              "std": {"baseline": {"token_f1": 0.0075, "token_f1_stderr": 0.0},
+                      "tuned": {"exact_match": 0.01, "exact_match_stderr": 0.0}},
+              "runs": {"unperturbed": {"baseline": {"token_f1": 0.03, "token_f1_stderr": 0.003},
+                                       "tuned": {"exact_match": 0.8, "exact_match_stderr": 0.01}}}}
+    table = markdown(result)
+    assert "| baseline | token_f1 | 0.03 | 0.0075 | 11.0 |" in table
+    assert "**Over the guarantee**: baseline token_f1 (11.0) may move more than 10 standard errors" in table
+    assert "tuned exact_match" not in table.split("Over the guarantee")[1]
 
 
 def test_one_seed_is_refused(tmp_path):

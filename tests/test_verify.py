@@ -10,6 +10,7 @@ from ift.errors import UserError
 from ift.io import dumps_json
 from ift.verify import (
     ENVIRONMENT_DIR,
+    GUARANTEED_SHIFT_STDERRS,
     SPREAD_FILE,
     _numbers,
     check,
@@ -98,8 +99,9 @@ def test_the_committed_noise_lets_no_committed_metric_move_ten_stderrs_unseen():
             if key not in metrics or se == 0:  # every example scored alike: nothing to shift by
                 continue
             for direction in (-1, 1):
-                row = statistical_row(where, key, metrics, metrics[key] + direction * 10 * se, spread[where])
-                assert not row.ok, f"{where}/{key}: a 10-stderr shift passes ({row.margin})"
+                shift = direction * GUARANTEED_SHIFT_STDERRS * se
+                row = statistical_row(where, key, metrics, metrics[key] + shift, spread[where])
+                assert not row.ok, f"{where}/{key}: a {GUARANTEED_SHIFT_STDERRS:g}-stderr shift passes ({row.margin})"
                 shifted.append(f"{where}/{key}")
     assert {"tuned/exact_match", "tuned/bleu", "baseline/answer_loss"} <= set(shifted)
 

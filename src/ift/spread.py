@@ -29,11 +29,12 @@ from ift.environment import KERNEL_ENV_VARS
 from ift.errors import UserError
 from ift.io import write_json
 from ift.verify import (
+    GUARANTEED_SHIFT_STDERRS,
     NOISE_SIGMAS,
     SPREAD_FILE,
+    allowed_stderrs,
     environment_hashes,
     export_head,
-    noise_sigma,
     read_environments,
     read_metrics,
     refuse_stale,
@@ -150,6 +151,7 @@ def markdown(result: dict) -> str:
                  f"on another environment ({NOISE_SIGMAS:g} sigma, README, Guarantees), in committed standard "
                  "errors:", "",
                  "| file | metric | mean | std | allowed |", "| --- | --- | ---: | ---: | ---: |"]
+    too_wide = []
     for where, metrics in result["std"].items():
         for key, std in metrics.items():
             if key.endswith("_stderr"):
@@ -158,6 +160,14 @@ def markdown(result: dict) -> str:
             if not by_seed:
                 committed = result["runs"]["unperturbed"][where]
                 stderr = committed.get(stderr_key(key), 0.0) if key in EVAL_METRICS else 0.0
-                row += f" {NOISE_SIGMAS * noise_sigma(stderr, std) / stderr:.1f} |" if stderr > 0 else " - |"
+                allowed = allowed_stderrs(stderr, std) if stderr > 0 else None
+                row += " - |" if allowed is None else f" {allowed:.1f} |"
+                if allowed is not None and allowed > GUARANTEED_SHIFT_STDERRS:
+                    too_wide.append(f"{where} {key} ({allowed:.1f})")
             lines.append(row)
+    if too_wide:
+        lines += ["", f"**Over the guarantee**: {', '.join(too_wide)} may move more than "
+                  f"{GUARANTEED_SHIFT_STDERRS:g} standard errors unseen. Committed, this spread fails "
+                  "tests/test_verify.py, which holds that a shift that large fails `ift verify`: these "
+                  "results are too sensitive to rounding to commit as they are."]
     return "\n".join(lines)

@@ -35,6 +35,9 @@ SPREAD_FILE = "reports/spread.json"  # run-to-run spread on the reference enviro
 # a smoothed training curve within 25% of its value, or 3 x sqrt(2) x spread where that is
 # wider (docs/reference.md, Guarantees, for the false-alarm rate).
 NOISE_SIGMAS = 3.0
+# The statistical mode's power, which tests/test_verify.py holds for the committed spread: a shift
+# of this many standard errors of any eval metric fails (README, Guarantees).
+GUARANTEED_SHIFT_STDERRS = 10.0
 TRAINING_RTOL = 0.25
 # Outputs that float rounding does not decide (data generation, splitting, prompts): the same anywhere.
 ROUNDING_FREE_OUTPUTS = ("data/",)
@@ -228,6 +231,11 @@ def noise_sigma(stderr: float, spread: float) -> float:
     """An eval metric's sigma when the environment differs: its test-set standard error, and the
     run-to-run spread of each of the two builds (README, Guarantees)."""
     return math.sqrt(stderr ** 2 + 2 * spread ** 2)
+
+
+def allowed_stderrs(stderr: float, spread: float) -> float:
+    """How far the statistical mode lets an eval metric move, in its standard errors."""
+    return NOISE_SIGMAS * noise_sigma(stderr, spread) / stderr
 
 
 def _noise_row(where: str, key: str, old: float, new: float, sigma: float, note: str = "") -> Row:
