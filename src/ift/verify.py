@@ -36,7 +36,7 @@ SPREAD_FILE = "reports/spread.json"  # run-to-run spread on the reference enviro
 # wider (docs/reference.md, Guarantees, for the false-alarm rate).
 NOISE_SIGMAS = 3.0
 # The statistical mode's power, which tests/test_verify.py holds for the committed spread: a shift
-# of this many standard errors of any eval metric fails (README, Guarantees).
+# of this many standard errors of any eval metric fails (docs/reference.md, Guarantees).
 GUARANTEED_SHIFT_STDERRS = 10.0
 TRAINING_RTOL = 0.25
 # Outputs that float rounding does not decide (data generation, splitting, prompts): the same anywhere.
