@@ -62,9 +62,20 @@ def test_seeds_go_with_the_seed_sweep_only(tmp_path):
 def test_a_setting_that_changes_nothing_here_is_left_out(tmp_path, monkeypatch):
     import ift.spread
 
-    hashes = iter([{"env": "a"}, {"env": "b"}, {"env": "a"}, {"env": "c"}])  # before, then per setting
+    hashes = iter([{"model": "a"}, {"model": "b"}, {"model": "a"}, {"model": "c"}])  # before, then per setting
     monkeypatch.setattr(ift.spread, "_run", lambda cmd, copy, env=None: None)
-    monkeypatch.setattr(ift.spread, "environment_hashes", lambda lock: next(hashes))
+    monkeypatch.setattr(ift.spread, "result_hashes", lambda lock: next(hashes))
     monkeypatch.setattr(ift.spread, "read_metrics", lambda copy: {"tuned": {"exact_match": 0.5}})
     runs = ift.spread.rounding_sweep(tmp_path, {"x": {}, "y": {}, "z": {}})
-    assert list(runs) == ["x", "z"]  # y rebuilt the environment the committed run had
+    assert list(runs) == ["x", "z"]  # y rebuilt the outputs the committed run had
+
+
+def test_result_hashes_leave_out_the_environment_records_alone(tmp_path):
+    from ift.spread import result_hashes
+
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("stages:\n  train:\n    outs:\n"
+                    "    - path: models/tuned\n      md5: m1.dir\n"
+                    "    - path: results/environment/train.json\n      md5: e1\n"
+                    "    - path: reports/environment/train.json\n      md5: e1\n")
+    assert result_hashes(lock) == {"models/tuned": "m1.dir"}

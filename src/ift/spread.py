@@ -6,8 +6,10 @@ copy) a few times and writes the standard deviation of each metric over those ru
 committed one; `ift verify` counts it in its statistical rule. Two kinds of rerun:
 
 - `--by rounding` (the default, reports/spread.json): what another environment changes, the
-  rounding. Each rerun uses other kernels of this machine (torch's AVX2 or scalar vector
-  code instead of its best, one thread instead of all) on the same seeds and data.
+  rounding. Each rerun uses other kernels of this machine on the same seeds and data: torch's
+  AVX2 or scalar vector code instead of its best, one thread instead of all, and other matrix
+  multiply kernels (MKL's AVX2 code for fp32, oneDNN's plain AVX-512 code for bf16), which is
+  what differs most between CPU types.
 - `--by seed` (reports/seed_spread.json): `dvc exp run -S seed=N` with data.seed held, so
   data, test set and the tiny model's pretraining corpus stay the same. This measures how
   much the recipe depends on its seed, which on the default is far more than rounding moves
@@ -35,6 +37,7 @@ from ift.verify import (
     allowed_stderrs,
     environment_hashes,
     export_head,
+    locked_outputs,
     read_environments,
     read_metrics,
     refuse_stale,
@@ -44,13 +47,16 @@ from ift.verify import (
 DEFAULT_SEEDS = [1, 2, 3, 4, 5]  # five runs: a standard deviation with four degrees of freedom
 SEED_SPREAD_FILE = "reports/seed_spread.json"
 # Settings that make torch round differently on the same machine: other vector kernels
-# (ATEN_CPU_CAPABILITY) and another split of parallel sums (threads). Each is recorded in
-# reports/environment/, so verify sees them as another environment.
+# (ATEN_CPU_CAPABILITY), another split of parallel sums (threads) and other matrix multiply
+# kernels, which the first two leave alone: MKL's (fp32 GEMM on x86) and oneDNN's (bf16
+# autocast). Each is recorded in reports/environment/, so verify sees them as another environment.
 ROUNDING_SETTINGS = {
     "avx2 kernels": {"ATEN_CPU_CAPABILITY": "avx2"},
     "scalar kernels": {"ATEN_CPU_CAPABILITY": "default"},
     "one thread": {"OMP_NUM_THREADS": "1"},
     "avx2 kernels, one thread": {"ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "1"},
+    "MKL's AVX2 matmuls": {"MKL_CBWR": "AVX2"},
+    "oneDNN's AVX-512 matmuls": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
 }
 
 
@@ -60,19 +66,26 @@ def _run(cmd: list[str], copy: Path, env: dict[str, str] | None = None) -> None:
     run_in_copy(cmd, copy, env, drop=KERNEL_ENV_VARS)
 
 
+def result_hashes(lock_file: Path) -> dict[str, str]:
+    """{output path: md5} of a dvc.lock's outputs but the environment records (results/environment/
+    and their published copies), which name the settings a run had even where they changed nothing."""
+    return {path: md5 for path, md5 in locked_outputs(lock_file).items() if Path(path).parent.name != "environment"}
+
+
 def rounding_sweep(copy: Path, settings: dict[str, dict[str, str]]) -> dict[str, dict[str, dict[str, float]]]:
     """Metrics of the pipeline in `copy` rebuilt once per kernel setting (same seeds, same data).
 
     A setting that changes nothing on this machine (AVX2 kernels on a CPU without AVX-512,
-    one thread on one core) records the same environment as an earlier run: it is left out,
-    since a duplicate would shrink the spread.
+    one thread on one core, MKL's settings where torch does not use MKL) gives the same
+    outputs as an earlier run: it is left out, since a duplicate would shrink the spread.
     """
-    runs, seen = {}, [environment_hashes(copy / "dvc.lock")]
+    runs, seen = {}, [result_hashes(copy / "dvc.lock")]
     for name, env in tqdm(settings.items(), desc="rounding sweep", unit="run"):
         _run(["dvc", "repro", "--force"], copy, env)
-        hashes = environment_hashes(copy / "dvc.lock")
+        hashes = result_hashes(copy / "dvc.lock")
         if hashes in seen:
-            print(f"{name}: the same environment as an earlier run here; left out", file=sys.stderr)
+            print(f"{name}: the same outputs as an earlier run here (it changes nothing on this machine); "
+                  "left out", file=sys.stderr)
             continue
         seen.append(hashes)
         runs[name] = read_metrics(copy)
