@@ -1,3 +1,5 @@
+import statistics
+
 import pytest
 
 from ift.errors import UserError
@@ -59,23 +61,12 @@ def test_seeds_go_with_the_seed_sweep_only(tmp_path):
         measure_spread(tmp_path, "rounding", [1, 2])
 
 
-def test_a_setting_that_changes_nothing_here_is_left_out(tmp_path, monkeypatch):
-    import ift.spread
-
-    hashes = iter([{"model": "a"}, {"model": "b"}, {"model": "a"}, {"model": "c"}])  # before, then per setting
-    monkeypatch.setattr(ift.spread, "_run", lambda cmd, copy, env=None: None)
-    monkeypatch.setattr(ift.spread, "result_hashes", lambda lock: next(hashes))
-    monkeypatch.setattr(ift.spread, "read_metrics", lambda copy: {"tuned": {"exact_match": 0.5}})
-    runs = ift.spread.rounding_sweep(tmp_path, {"x": {}, "y": {}, "z": {}})
-    assert list(runs) == ["x", "z"]  # y rebuilt the outputs the committed run had
-
-
-def test_result_hashes_leave_out_the_environment_records_alone(tmp_path):
-    from ift.spread import result_hashes
-
-    lock = tmp_path / "dvc.lock"
-    lock.write_text("stages:\n  train:\n    outs:\n"
-                    "    - path: models/tuned\n      md5: m1.dir\n"
-                    "    - path: results/environment/train.json\n      md5: e1\n"
-                    "    - path: reports/environment/train.json\n      md5: e1\n")
-    assert result_hashes(lock) == {"models/tuned": "m1.dir"}
+def test_a_setting_that_changes_nothing_a_report_depends_on_counts_once():
+    # the third run rebuilt the base model's report to the first one's, not the tuned one's
+    runs = {"as is": {"baseline": {"token_f1": 0.03}, "tuned": {"exact_match": 0.80}},
+            "avx2": {"baseline": {"token_f1": 0.04}, "tuned": {"exact_match": 0.82}},
+            "onednn": {"baseline": {"token_f1": 0.03}, "tuned": {"exact_match": 0.81}}}
+    result = summarize(runs)
+    assert result["std"]["baseline"]["token_f1"] == pytest.approx(statistics.stdev([0.03, 0.04]))
+    assert result["std"]["tuned"]["exact_match"] == pytest.approx(0.01)
+    assert result["mean"]["baseline"]["token_f1"] == pytest.approx(0.035)

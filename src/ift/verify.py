@@ -263,7 +263,7 @@ def statistical_row(where: str, key: str, committed: dict[str, float], new: floa
                           "" if key in spread else ", no spread measured")
     name = key.removeprefix("smoothed.")
     if name != key and name in SMOOTHED_CURVES:  # a training curve's mean over its last points
-        # A relative tolerance: no test-set error floors a spread measured from five builds.
+        # A relative tolerance: no test-set error floors a spread measured from a few builds.
         spread_limit = NOISE_SIGMAS * math.sqrt(2) * spread.get(key, 0.0)
         if spread_limit > TRAINING_RTOL * abs(old):
             return _noise_row(where, key, old, new, math.sqrt(2) * spread[key])
