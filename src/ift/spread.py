@@ -46,9 +46,10 @@ from ift.verify import (
 DEFAULT_SEEDS = [1, 2, 3, 4, 5]  # five runs: a standard deviation with four degrees of freedom
 SEED_SPREAD_FILE = "reports/seed_spread.json"
 # Settings that make torch round differently on the same machine: other vector kernels
-# (ATEN_CPU_CAPABILITY), another split of parallel sums (threads) and other matrix multiply
-# kernels, which the first two leave alone: MKL's (fp32 GEMM on x86) and oneDNN's (bf16
-# autocast). Each is recorded in reports/environment/, so verify sees them as another environment.
+# (ATEN_CPU_CAPABILITY, which leave matrix multiplies alone), another split of parallel sums
+# (threads) and other matrix multiply kernels: MKL's (fp32 GEMM on x86) and oneDNN's (bf16
+# autocast; fp32 too on some CPUs). Each is recorded in reports/environment/, so verify sees
+# them as another environment.
 ROUNDING_SETTINGS = {
     "avx2 kernels": {"ATEN_CPU_CAPABILITY": "avx2"},
     "scalar kernels": {"ATEN_CPU_CAPABILITY": "default"},
@@ -88,8 +89,8 @@ def distinct(reports: list[dict[str, float]]) -> list[dict[str, float]]:
     """The reports that differ from every earlier one.
 
     A setting that changes nothing a report depends on (AVX2 kernels on a CPU without AVX-512,
-    one thread on one core, oneDNN's bf16 kernels for the fp32 base model) rebuilds it to the
-    same metrics; counted again, it would shrink the spread.
+    one thread on one core, oneDNN's kernels for a base model whose fp32 matmuls are MKL's)
+    rebuilds it to the same metrics; counted again, it would shrink the spread.
     """
     kept: list[dict[str, float]] = []
     for report in reports:
