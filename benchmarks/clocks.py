@@ -36,10 +36,14 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
 
 
 class StepClock(TrainerCallback):
-    """Times optimizer steps after `warmup` of them: `seconds` covers the steps after it."""
+    """Times optimizer steps after `warmup` of them: `seconds` covers the steps after it,
+    `warmup_seconds` the warm-up steps (compilation, first matmul shapes)."""
 
     def __init__(self, warmup: int):
-        self.warmup, self.start, self.end = warmup, None, None
+        self.warmup, self.begin, self.start, self.end = warmup, None, None, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begin = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.warmup:
@@ -49,6 +53,10 @@ class StepClock(TrainerCallback):
     @property
     def seconds(self) -> float:
         return self.end - self.start
+
+    @property
+    def warmup_seconds(self) -> float:
+        return self.start - self.begin
 
 
 class StepTimes(TrainerCallback):

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.clocks import StepTimes, in_both_orders, phase, timed_config
 from benchmarks.training import fresh_process_step_seconds, step_seconds, tiny_step_seconds
@@ -29,7 +28,7 @@ from benchmarks.workloads import (
     synthetic_dataset,
 )
 from ift.config import TrainConfig, load_params
-from ift.tokenization import IGNORE_INDEX
+from ift.memory import keep_freed_memory
 from ift.trainer import AnswerOnlyHeadSFTTrainer
 
 
@@ -43,68 +42,18 @@ class ForeachAdamWTrainer(AnswerOnlyHeadSFTTrainer):
         return optimizer_cls, {**kwargs, "foreach": True}
 
 
-def loss_terms(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """AnswerOnlyHeadSFTTrainer.compute_loss's vocabulary-wide work, the same operations in one
-    function for torch.compile: summed NLL, and (without gradients) summed entropy and correct count."""
-    logits = logits.float()
-    log_probs = logits.log_softmax(-1)
-    nll = F.nll_loss(log_probs, targets, reduction="sum")
-    with torch.no_grad():
-        entropy = -(log_probs.exp() * log_probs).sum(-1).sum()
-        correct = (logits.argmax(-1) == targets).sum()
-    return nll, entropy, correct
-
-
-class LossTermsTrainer(AnswerOnlyHeadSFTTrainer):
-    """Our trainer's loss with its vocabulary-wide work in `loss_terms` (one process: no DDP rescaling).
-
-    A copy, not a hook in ift.trainer: any edit there changes the train stage's run key, and so
-    the committed model. Adopting the lever means moving this into ift.trainer, a change of
-    results to rerun and commit (tests/test_bench.py holds the two equal until then)."""
-
-    loss_terms = staticmethod(loss_terms)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        mode = "train" if model.training else "eval"
-        labels = inputs["labels"][:, 1:]
-        labelled = labels != IGNORE_INDEX
-        keep = F.pad(labelled, (0, 1), value=False)
-        with self.accelerator.autocast():
-            logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False,
-                           logits_to_keep=keep).logits
-        count = labelled.sum() if num_items_in_batch is None else num_items_in_batch
-        nll, entropy, correct = self.loss_terms(logits, labels[labelled])
-        loss = nll / torch.as_tensor(count).clamp(min=1)
-        n = max(int(labelled.sum()), 1)
-        self._metrics[mode]["entropy"].append(float(entropy) / n)
-        self._metrics[mode]["mean_token_accuracy"].append(float(correct) / n)
-        return (loss, None) if return_outputs else loss
-
-
-class CompiledLossTrainer(LossTermsTrainer):
-    """Our trainer with the loss's vocabulary-wide work compiled (inductor; dynamic shapes, as the
-    count of labelled tokens changes every step): the work the step profile finds largest."""
-
-    loss_terms = staticmethod(torch.compile(loss_terms, dynamic=True))
-
-
-# glibc's malloc gives each large tensor fresh pages from the kernel (mmap) and returns them on
-# free, so every pass over [labelled tokens x vocabulary] floats page-faults anew; these
-# tunables serve large blocks from the heap and keep freed memory for the next step.
-KEEP_FREED_MEMORY = {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"}
-
 # Options timed over a train stage's first steps, each in a new process (as a stage runs) with
 # an empty torch.compile cache (as a first run has): name -> settings.
 TRAIN_OPTIONS = {
     "kept": ("kept: train/default (fused AdamW, packed_eager attention, a thread per core)", {}),
     "compile": ("torch.compile of the model (inductor; compile time counted)", {"compile": True}),
     "foreach": ("foreach AdamW", {"change": {"optim": "adamw_torch"}, "trainer_class": ForeachAdamWTrainer}),
-    "compile_loss": ("the loss's vocabulary-wide work compiled (torch.compile, inductor; compile time counted)",
-                     {"trainer_class": CompiledLossTrainer}),
+    "compile_loss": ("the loss's vocabulary-wide work compiled (train.compile_loss; compile time counted)",
+                     {"change": {"compile_loss": True}}),
     "for_loop": ("for-loop AdamW (transformers' adamw_torch on CPU)", {"change": {"optim": "adamw_torch"}}),
     "flex": ("FlexAttention on the packed rows", {"change": {"attn_implementation": "flex_attention"}}),
     "one_thread": ("one thread", {"threads": 1}),
-    "keep_freed_memory": ("glibc keeps freed memory (GLIBC_TUNABLES: no mmap, no trim)", {"env": KEEP_FREED_MEMORY}),
+    "default_malloc": ("glibc's default malloc (without ift.memory's keep_freed_memory)", {"default_malloc": True}),
 }
 
 
@@ -115,6 +64,8 @@ def train_step_times(copy: Path, option: str, steps: int) -> dict[str, float]:
     from ift.trainer import make_trainer
 
     settings = TRAIN_OPTIONS[option][1]
+    if not settings.get("default_malloc"):
+        keep_freed_memory()  # as the train stage does
     if "threads" in settings:
         torch.set_num_threads(settings["threads"])
     params = load_params(copy / "params.yaml")
@@ -132,13 +83,12 @@ def train_step_times(copy: Path, option: str, steps: int) -> dict[str, float]:
     return times.first_and_later()
 
 
-def in_a_new_process(copy: Path, args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """`python -m benchmarks.levers args` in `copy`, with an empty compile cache and `env` added:
+def in_a_new_process(copy: Path, args: list[str]) -> dict[str, Any]:
+    """`python -m benchmarks.levers args` in `copy`, with an empty compile cache:
     the JSON it prints last, or {"error": line} if it fails."""
     with tempfile.TemporaryDirectory(prefix="ift-bench-inductor-") as cache:
         done = subprocess.run([sys.executable, "-m", "benchmarks.levers", *args], cwd=copy, capture_output=True,
-                              text=True, env={**os.environ, "TQDM_DISABLE": "1", "TORCHINDUCTOR_CACHE_DIR": cache,
-                                              **(env or {})})
+                              text=True, env={**os.environ, "TQDM_DISABLE": "1", "TORCHINDUCTOR_CACHE_DIR": cache})
     if done.returncode != 0:
         last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["(no output)"]
         return {"error": last[0][:300]}
@@ -147,16 +97,19 @@ def in_a_new_process(copy: Path, args: list[str], env: dict[str, str] | None = N
 
 def fresh_process_train_times(copy: Path, option: str, steps: int) -> dict[str, Any]:
     """train_step_times in a new process; {"error": line} if it fails."""
-    return in_a_new_process(copy, ["train-times", str(copy), option, str(steps)], TRAIN_OPTIONS[option][1].get("env"))
+    return in_a_new_process(copy, ["train-times", str(copy), option, str(steps)])
 
 
-def pythia_step_seconds(copy: Path, steps: int) -> dict[str, float]:
+def pythia_step_seconds(copy: Path, steps: int, keep_memory: bool) -> dict[str, float]:
     """Seconds per optimizer step (after a warm-up step) with train=pythia-70m on the pythia-70m
-    shape and alpaca-like lengths, and this process's peak memory."""
+    shape and alpaca-like lengths, and this process's peak memory; with `keep_memory`, glibc
+    keeps freed memory (ift.memory), as in the train stage."""
     from benchmarks.training import peak_rss_mib
     from ift.config import compose, validate
     from ift.modeling import load_tokenizer
 
+    if keep_memory:
+        keep_freed_memory()
     cfg = validate(compose(["train=pythia-70m"], copy / "conf")).train
     tokenizer = load_tokenizer(copy / "models/base")
     examples = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * (steps + 1)
@@ -166,13 +119,13 @@ def pythia_step_seconds(copy: Path, steps: int) -> dict[str, float]:
 
 
 def bench_memory_options(copy: Path, steps: int = 4) -> dict[str, dict[str, float]]:
-    """pythia_step_seconds in new processes with glibc's default malloc and with KEEP_FREED_MEMORY,
-    each twice (in order, then reversed): the means."""
-    options = [("kept: glibc's default malloc", None), ("glibc keeps freed memory (KEEP_FREED_MEMORY)",
-                                                        KEEP_FREED_MEMORY)]
+    """pythia_step_seconds in new processes with glibc keeping freed memory (kept: ift.memory) and
+    with its default malloc, each twice (in order, then reversed): the means."""
+    options = [("kept: glibc keeps freed memory (ift.memory's keep_freed_memory)", "keep"),
+               ("glibc's default malloc", "default")]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in options}
-    for name, env in options + options[::-1]:
-        runs[name].append(in_a_new_process(copy, ["pythia-step", str(copy), str(steps)], env))
+    for name, malloc in options + options[::-1]:
+        runs[name].append(in_a_new_process(copy, ["pythia-step", str(copy), str(steps), malloc]))
     return {name: mean_or_error(measured, ("seconds_per_step", "peak_memory_mib")) for name, measured in runs.items()}
 
 
@@ -286,12 +239,12 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                                 trainer_class=trainer_class)
         return examples_per_step * tokens / seconds
 
-    pythia = in_both_orders([("kept: bf16, LM head at labelled positions, fused AdamW, packed rows padded to a "
-                               "multiple of 64", {}, None),
+    pythia = in_both_orders([("kept: bf16, LM head at labelled positions, its loss compiled, fused AdamW, packed "
+                               "rows padded to a multiple of 64", {}, None),
                               ("fp32 instead of bf16 autocast", {"bf16": False}, None),
                               ("TRL's own tiled LM head", {}, SFTTrainer),
-                              ("the loss's vocabulary-wide work compiled (torch.compile; after a warm-up step "
-                               "that compiles it)", {}, CompiledLossTrainer),
+                              ("the loss's vocabulary-wide work eager (train.compile_loss=false)",
+                               {"compile_loss": False}, None),
                               ("plain AdamW", {"optim": "adamw_torch"}, None),
                               ("packed rows as long as their examples", unrounded, None),
                               ("padded random batches", padded_batches, None),
@@ -383,6 +336,6 @@ def levers_markdown(levers: dict[str, Any]) -> list[str]:
 
 if __name__ == "__main__":
     if sys.argv[1] == "pythia-step":
-        print(json.dumps(pythia_step_seconds(Path(sys.argv[2]), int(sys.argv[3]))))
+        print(json.dumps(pythia_step_seconds(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "keep")))
     else:
         print(json.dumps(train_step_times(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))

@@ -144,6 +144,10 @@ def markdown(results: dict[str, Any]) -> str:
               "(benchmarks/peers.py) takes our batch, accumulation, learning rate, schedule and seed, and leaves "
               "everything else to SFTConfig's defaults (padded batches, the LM head at every position, gradient "
               "checkpointing on).",
+              *([f"- The warm-up took {t['warmup_seconds']:.1f} s for ours"
+                 + (" (it compiles the loss's vocabulary-wide work, train.compile_loss: a one-off cost in a run)"
+                    if t.get("compile_loss") else "")
+                 + f" and {trl['warmup_seconds']:.1f} s for TRL's."] if "warmup_seconds" in t else []),
               "- Logged losses of the first steps, ours / TRL's: "
               + ", ".join(f"{a:.4f} / {b:.4f}" for a, b in zip(t["losses"][:trl["first_steps_compared"]],
                                                             trl["losses"][:trl["first_steps_compared"]]))

@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 PARTS = ("matmul", "attention", "vocabulary_wide", "other")
+COMPILED_GRAPH = "## Call CompiledFxGraph"  # the profiler's name for a torch.compile'd graph's kernels
 
 
 class ProfiledSteps(TrainerCallback):
@@ -42,6 +43,8 @@ def part_of(name: str, input_shapes: Iterable, vocab_size: int) -> str:
         return "matmul"
     if "scaled_dot_product" in name:
         return "attention"
+    if name.startswith(COMPILED_GRAPH):  # what inductor compiled in a step: the loss (train.compile_loss)
+        return "vocabulary_wide"
     if any(isinstance(shape, list) and shape and shape[-1] == vocab_size for shape in input_shapes):
         return "vocabulary_wide"
     return "other"

@@ -37,7 +37,7 @@ def timed_training(make_trainer, steps: int, warmup: int) -> dict[str, Any]:
         trainer.train()
     micro = trainer.args.gradient_accumulation_steps
     examples = [example for batch in counter.batches[warmup * micro: steps * micro] for example in batch]
-    return {"seconds": clock.seconds, "examples": examples,
+    return {"seconds": clock.seconds, "warmup_seconds": clock.warmup_seconds, "examples": examples,
             "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
             "batches": counter.batches}
 
@@ -77,7 +77,8 @@ def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2, ag
 
     model = pythia_70m_shaped_model().train()
     ours = ours_on(model)
-    result = {**throughput(model, ours, peak), "matmul_peak_flops_per_second": peak,
+    result = {**throughput(model, ours, peak), "warmup_seconds": ours["warmup_seconds"],
+              "compile_loss": cfg.compile_loss, "matmul_peak_flops_per_second": peak,
               "precision": "bf16 autocast" if use_bf16 else "fp32", "flops_counted_as": HOW_COUNTED,
               "examples_per_step": examples_per_step, "measured_steps": steps - warmup, "losses": ours["losses"]}
     if mfu:  # a run of its own: the profiler's overhead stays out of the timed steps
@@ -92,7 +93,8 @@ def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2, ag
         if theirs["batches"] != ours["batches"]:
             raise RuntimeError("TRL's trainer saw other batches than ours: the comparison would not be like for like")
         first = min(3, len(ours["losses"]))
-        result["trl"] = {**throughput(peer_model, theirs, peak), "losses": theirs["losses"],
+        result["trl"] = {**throughput(peer_model, theirs, peak), "warmup_seconds": theirs["warmup_seconds"],
+                         "losses": theirs["losses"],
                          "first_steps_compared": first,
                          "max_relative_loss_difference": max(abs(a - b) / abs(b) for a, b in
                                                              zip(ours["losses"][:first], theirs["losses"][:first]))}

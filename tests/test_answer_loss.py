@@ -32,3 +32,34 @@ def test_logged_entropy_equals_the_full_logits_entropy(tiny_model, tiny_tokenize
         trainer.compute_loss(tiny_model, batch)
     assert trainer._metrics["eval"]["entropy"][-1] == pytest.approx(float(_plain_entropies(tiny_model, batch).mean()),
                                                                    rel=1e-5)
+
+
+def _loss_and_gradients(tiny_model, tiny_tokenizer, work_dir, **train_overrides):
+    """compute_loss on one batch: the loss, the logged metrics and the gradients."""
+    trainer, batch = train_batch(tiny_model, tiny_tokenizer, True, work_dir, **train_overrides)
+    tiny_model.zero_grad()
+    loss = trainer.compute_loss(tiny_model, batch, num_items_in_batch=(batch["labels"] != IGNORE_INDEX).sum())
+    loss.backward()
+    metrics = {name: values[-1] for name, values in trainer._metrics["eval"].items()}
+    return float(loss), metrics, [p.grad.clone() for p in tiny_model.parameters() if p.grad is not None]
+
+
+@pytest.mark.slow
+def test_the_compiled_loss_computes_the_eager_loss_metrics_and_gradients(tiny_model, tiny_tokenizer, tmp_path):
+    sharpen(tiny_model)
+    eager = _loss_and_gradients(tiny_model, tiny_tokenizer, tmp_path / "eager")
+    compiled = _loss_and_gradients(tiny_model, tiny_tokenizer, tmp_path / "compiled", compile_loss=True)
+    assert set(eager[1]) == {"entropy", "mean_token_accuracy"}
+    assert compiled[0] == pytest.approx(eager[0], rel=1e-5)
+    assert compiled[1] == pytest.approx(eager[1], rel=1e-5)
+    assert len(compiled[2]) == len(eager[2])
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(compiled[2], eager[2]))
+
+
+def test_compile_loss_swaps_in_a_compiled_loss_and_leaves_the_default_eager(tiny_model, tiny_tokenizer, tmp_path):
+    from ift.trainer import loss_terms
+
+    eager, _ = train_batch(tiny_model, tiny_tokenizer, True, tmp_path / "eager")
+    compiled, _ = train_batch(tiny_model, tiny_tokenizer, True, tmp_path / "compiled", compile_loss=True)
+    assert eager.loss_terms is loss_terms
+    assert compiled.loss_terms is not loss_terms and compiled.loss_terms._torchdynamo_orig_callable is loss_terms

@@ -296,49 +296,6 @@ def test_a_value_just_short_of_its_target_does_not_read_as_the_target():
     assert "| `train_speedup_vs_trl` | 6.19 | >= 3 | yes |" in text  # far from it: 3 digits, as before
 
 
-def _loss_and_gradients(trainer_class, tiny_model, tiny_tokenizer, work_dir):
-    """compute_loss of `trainer_class` on one batch: the loss, the logged metrics, the gradients."""
-    from ift.tokenization import IGNORE_INDEX
-    from tests.helpers import train_batch
-
-    trainer, batch = train_batch(tiny_model, tiny_tokenizer, True, work_dir, trainer_class=trainer_class)
-    tiny_model.zero_grad()
-    loss = trainer.compute_loss(tiny_model, batch, num_items_in_batch=(batch["labels"] != IGNORE_INDEX).sum())
-    loss.backward()
-    metrics = {name: values[-1] for name, values in trainer._metrics["eval"].items()}
-    return float(loss), metrics, [p.grad.clone() for p in tiny_model.parameters() if p.grad is not None]
-
-
-def test_the_loss_lever_computes_our_trainers_loss_exactly(tiny_model, tiny_tokenizer, tmp_path):
-    import torch
-
-    from benchmarks.levers import LossTermsTrainer
-    from ift.trainer import AnswerOnlyHeadSFTTrainer
-    from tests.helpers import sharpen
-
-    sharpen(tiny_model)  # a random model predicts near-uniformly: entropy and accuracy would say little
-    ours = _loss_and_gradients(AnswerOnlyHeadSFTTrainer, tiny_model, tiny_tokenizer, tmp_path / "ours")
-    lever = _loss_and_gradients(LossTermsTrainer, tiny_model, tiny_tokenizer, tmp_path / "lever")
-    assert lever[0] == ours[0] and lever[1] == ours[1] and set(ours[1]) == {"entropy", "mean_token_accuracy"}
-    assert len(lever[2]) == len(ours[2]) and all(torch.equal(a, b) for a, b in zip(lever[2], ours[2]))
-
-
-@pytest.mark.slow
-def test_the_compiled_loss_lever_computes_our_trainers_loss(tiny_model, tiny_tokenizer, tmp_path):
-    import torch
-
-    from benchmarks.levers import CompiledLossTrainer
-    from ift.trainer import AnswerOnlyHeadSFTTrainer
-    from tests.helpers import sharpen
-
-    sharpen(tiny_model)
-    ours = _loss_and_gradients(AnswerOnlyHeadSFTTrainer, tiny_model, tiny_tokenizer, tmp_path / "ours")
-    compiled = _loss_and_gradients(CompiledLossTrainer, tiny_model, tiny_tokenizer, tmp_path / "compiled")
-    assert compiled[0] == pytest.approx(ours[0], rel=1e-5)
-    assert compiled[1] == pytest.approx(ours[1], rel=1e-5)
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(compiled[2], ours[2]))
-
-
 def test_new_process_options_average_both_runs_or_report_an_error(tmp_path, monkeypatch):
     import benchmarks.levers as levers
 

@@ -1,5 +1,6 @@
 from ift.evaluation import example_scores
 from ift.generation import stopped_at_limit
+from ift.prompts import PROMPT_NO_INPUT, PROMPT_WITH_INPUT, format_prompt
 from ift.report import RUN_FILE, comparison_markdown, generation_warnings, model_card
 
 
@@ -48,11 +49,25 @@ def test_a_repeated_label_is_not_collapse():
     assert generation_warnings(predictions(["positive"] * 40, refs), 32, "tuned") == []  # 75% vs 100%: a bias
 
 
-def test_the_model_card_names_its_run_and_how_to_find_the_commit():
-    card = model_card({"name_or_path": "EleutherAI/pythia-70m", "resolved_revision": "abc"},
+def a_model_card() -> str:
+    return model_card({"name_or_path": "EleutherAI/pythia-70m", "resolved_revision": "abc"},
                       {"source": "hub", "name": "tatsu-lab/alpaca", "counts": {"train": 9, "test": 1}},
                       {"learning_rate": 1e-4}, seed=0, training={"global_step": 3, "final_loss": 1.5},
                       run="0123456789abcdef")
+
+
+def test_the_model_card_names_its_run_and_how_to_find_the_commit():
+    card = a_model_card()
     assert "Run `0123456789abcdef`" in card
     assert f"`git log --all --oneline -S 0123456789abcdef -- {RUN_FILE}`" in card
     assert "base_model: EleutherAI/pythia-70m" in card and "learning_rate: 0.0001" in card
+
+
+def test_the_model_card_carries_the_prompt_templates_its_model_was_trained_on():
+    """A model shipped without this repo still says how to prompt it, and its example is right."""
+    card = a_model_card()
+    assert f"```text\n{PROMPT_WITH_INPUT}\n```" in card and f"```text\n{PROMPT_NO_INPUT}\n```" in card
+    example = next(line for line in card.splitlines() if line.startswith("prompt = "))
+    namespace: dict = {}
+    exec(example, namespace)  # the card's own line, as a user would paste it
+    assert namespace["prompt"] == format_prompt("Name a fruit.")

@@ -14,6 +14,7 @@ from benchmarks.step_profile import PARTS, ProfiledSteps, mfu_bound, part_of, pr
     ("aten::_log_softmax", [[12, 300], [], []], "vocabulary_wide"),
     ("aten::copy_", [[300, 32], [300, 32], []], "other"),  # the embedding matrix: its last dim is the hidden size
     ("aten::add_", [[[4], [4]]], "other"),  # a list of tensors
+    ("## Call CompiledFxGraph fuap4ym7sluach", [], "vocabulary_wide"),  # the compiled loss (train.compile_loss)
 ])
 def test_each_operator_counts_for_one_part(name, shapes, part):
     assert part_of(name, shapes, vocab_size=300) == part

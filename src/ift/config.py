@@ -164,6 +164,10 @@ class TrainConfig:
     # gradient_accumulation_steps x num_processes.
     num_processes: int = 1
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, slower
+    # torch.compile the loss's vocabulary-wide work (log-softmax, NLL, entropy, argmax): it pays
+    # with a large vocabulary and long runs, not for the tiny default, whose first step would
+    # pay the compile time (`ift bench --levers`).
+    compile_loss: bool = False
     # transformers' FSDP settings, passed through (TrainingArguments fsdp / fsdp_config): GPUs only.
     fsdp: str = ""
     fsdp_config: dict[str, Any] = field(default_factory=dict)

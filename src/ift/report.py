@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ift.errors import UserError
+from ift.prompts import PROMPT_NO_INPUT, PROMPT_WITH_INPUT
 from ift.statistics import (
     CONFIDENCE,
     EVAL_METRICS,
@@ -165,7 +166,7 @@ def model_card(base: dict, data: dict, train_params: dict, seed: int, training: 
         f"- Base model: `{base_name}`" + (f" at revision `{revision}`" if revision else ""),
         f"- Data: `{data_name}`" + (f" at revision `{data_revision}`" if data_revision else "")
         + f" ({data['counts']['train']} training / {data['counts']['test']} test rows)",
-        "- Prompt: the Alpaca template (see the project's README); the answer follows `### Response:`.",
+        "- Prompt: the Alpaca template (below); the answer follows `### Response:`.",
         f"- Training: {training['global_step']} optimizer steps, last logged training loss "
         f"{training['final_loss']:.4f}; loss on the answer and EOS only.",
         f"- Run `{run}`: a hash of the seed, the train params, the base model, the training data and",
@@ -179,12 +180,29 @@ def model_card(base: dict, data: dict, train_params: dict, seed: int, training: 
         yaml.safe_dump({"seed": seed, "train": train_params}, sort_keys=False).rstrip(),
         "```",
         "",
+        "## Prompt",
+        "",
+        "The model was trained on prompts in one of these two templates, exactly (the second when",
+        "an example has no input), and answers best in them:",
+        "",
+        "```text",
+        PROMPT_WITH_INPUT,
+        "```",
+        "",
+        "```text",
+        PROMPT_NO_INPUT,
+        "```",
+        "",
         "## Use",
         "",
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         'tokenizer = AutoTokenizer.from_pretrained("models/tuned", padding_side="left")',
         'model = AutoModelForCausalLM.from_pretrained("models/tuned")',
+        f"prompt = {PROMPT_NO_INPUT!r}.format(instruction=\"Name a fruit.\")",
+        'ids = tokenizer(prompt, return_tensors="pt")',
+        "answer = model.generate(**ids, max_new_tokens=64)[0, ids.input_ids.shape[1]:]",
+        "print(tokenizer.decode(answer, skip_special_tokens=True).strip())",
         "```",
         "",
         "The tokenizer pads with its pad token (never EOS); the generation config carries the pad",

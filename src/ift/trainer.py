@@ -88,6 +88,21 @@ def sft_config(cfg: TrainConfig, seed: int, output_dir: Path, num_examples: int)
     )
 
 
+def loss_terms(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The loss's vocabulary-wide work, in one function for torch.compile (train.compile_loss):
+    the summed NLL of the labelled tokens and, without gradients, their summed entropy and
+    count of correct argmax predictions (the logged metrics)."""
+    # cross_entropy is nll_loss(log_softmax): computed apart, the log-probabilities also serve
+    # the logged entropy, and the vocabulary-wide softmax runs once, not twice.
+    logits = logits.float()
+    log_probs = logits.log_softmax(-1)
+    nll = F.nll_loss(log_probs, targets, reduction="sum")
+    with torch.no_grad():
+        entropy = -(log_probs.exp() * log_probs).sum(-1).sum()
+        correct = (logits.argmax(-1) == targets).sum()
+    return nll, entropy, correct
+
+
 class AnswerOnlyHeadSFTTrainer(SFTTrainer):
     """TRL's SFTTrainer with a loss that runs the LM head only at labelled positions, plainly.
 
@@ -97,6 +112,8 @@ class AnswerOnlyHeadSFTTrainer(SFTTrainer):
     labelled tokens in the accumulated batch, and the same logged entropy and token accuracy
     (tests/test_answer_loss.py, tests/test_packing.py).
     """
+
+    loss_terms = staticmethod(loss_terms)  # make_trainer swaps in a compiled one (train.compile_loss)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """On resume, a whole model's weights through from_pretrained's key mapping.
@@ -121,21 +138,17 @@ class AnswerOnlyHeadSFTTrainer(SFTTrainer):
         # as a mask: the LM head runs where the next token is labelled, and nowhere else.
         keep = F.pad(labelled, (0, 1), value=False)
         with self.accelerator.autocast():
-            logits = model(**model_inputs, use_cache=False, logits_to_keep=keep).logits.float()
-        targets = labels[labelled]
+            logits = model(**model_inputs, use_cache=False, logits_to_keep=keep).logits
         count = labelled.sum() if num_items_in_batch is None else num_items_in_batch
-        # cross_entropy is nll_loss(log_softmax): computed apart, the log-probabilities also
-        # serve the logged entropy, and the vocabulary-wide softmax runs once, not twice.
-        log_probs = logits.log_softmax(-1)
-        loss = F.nll_loss(log_probs, targets, reduction="sum") / torch.as_tensor(count).clamp(min=1)
+        nll, entropy, correct = self.loss_terms(logits, labels[labelled])
+        loss = nll / torch.as_tensor(count).clamp(min=1)
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # num_items_in_batch counts every process's tokens and DDP averages the gradients over
             # processes: scale back, as transformers' own compute_loss does.
             loss = loss * self.accelerator.num_processes
-        with torch.no_grad():
-            n = max(int(labelled.sum()), 1)
-            self._metrics[mode]["entropy"].append(float(-(log_probs.exp() * log_probs).sum(-1).sum()) / n)
-            self._metrics[mode]["mean_token_accuracy"].append(float((logits.argmax(-1) == targets).sum()) / n)
+        n = max(int(labelled.sum()), 1)
+        self._metrics[mode]["entropy"].append(float(entropy) / n)
+        self._metrics[mode]["mean_token_accuracy"].append(float(correct) / n)
         return (loss, None) if return_outputs else loss
 
 
@@ -176,6 +189,10 @@ def make_trainer(
     )
     if trainer.is_world_process_zero():
         log.info("%s%s", trainable_summary(trainer.model), " (LoRA adapters)" if cfg.lora.enabled else "")
+    if cfg.compile_loss:
+        # Dynamic shapes: the count of labelled tokens changes every step, and one compiled graph
+        # serves them all. Inductor needs a C++ compiler on CPU (a Triton one on GPUs: not verified here).
+        trainer.loss_terms = torch.compile(loss_terms, dynamic=True)
     if cfg.padding_free and cfg.pad_to_multiple_of:
         trainer.data_collator = PackedRowPadding(trainer.data_collator, cfg.pad_to_multiple_of)
     if trainer.pop_callback(ProgressCallback) is not None:  # (none when tqdm is off)
