@@ -1,7 +1,7 @@
 """`ift bench --levers`: each training and eval option we considered, against the one we kept.
 
 python -m benchmarks.levers train-times COPY OPTION STEPS  prints train_step_times (in a new process).
-python -m benchmarks.levers pythia-step COPY STEPS  prints pythia_step_seconds (in a new process).
+python -m benchmarks.levers pythia-step COPY STEPS keep|default  prints pythia_step_seconds (in a new process).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class ForeachAdamWTrainer(AnswerOnlyHeadSFTTrainer):
 # Options timed over a train stage's first steps, each in a new process (as a stage runs) with
 # an empty torch.compile cache (as a first run has): name -> settings.
 TRAIN_OPTIONS = {
-    "kept": ("kept: train/default (fused AdamW, packed_eager attention, a thread per core)", {}),
+    "kept": ("kept: train/default (fused AdamW, packed_eager attention, a thread per core, glibc keeping freed "
+             "memory)", {}),
     "compile": ("torch.compile of the model (inductor; compile time counted)", {"compile": True}),
     "foreach": ("foreach AdamW", {"change": {"optim": "adamw_torch"}, "trainer_class": ForeachAdamWTrainer}),
     "compile_loss": ("the loss's vocabulary-wide work compiled (train.compile_loss; compile time counted)",

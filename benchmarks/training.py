@@ -181,6 +181,9 @@ def train_footprints(tokenizer_dir: Path, cfg: TrainConfig) -> dict[str, dict[st
 
 
 if __name__ == "__main__":
+    from ift.memory import keep_freed_memory
+
+    keep_freed_memory()  # each new process stands for a train stage, which does this first
     if sys.argv[1] == "footprint":
         cfg = validate({"train": json.loads(sys.argv[3])}).train
         print(json.dumps(footprint(Path(sys.argv[2]), cfg)))

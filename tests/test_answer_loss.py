@@ -34,6 +34,24 @@ def test_logged_entropy_equals_the_full_logits_entropy(tiny_model, tiny_tokenize
                                                                    rel=1e-5)
 
 
+def test_logged_token_accuracy_equals_the_full_logits_accuracy(tiny_model, tiny_tokenizer, tmp_path):
+    sharpen(tiny_model)
+    trainer, batch = train_batch(tiny_model, tiny_tokenizer, False, tmp_path)
+    with torch.no_grad():
+        logits = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]  # a view: edits reach the batch
+    labelled = labels != IGNORE_INDEX
+    # A random model predicts no label: make every other labelled token its own prediction.
+    targets = labels[labelled]
+    targets[::2] = logits[labelled].argmax(-1)[::2]
+    labels[labelled] = targets
+    plain = float((logits[labelled].argmax(-1) == labels[labelled]).float().mean())
+    assert 0.4 < plain < 0.7  # neither none nor all right: a wrong count would show
+    with torch.no_grad():
+        trainer.compute_loss(tiny_model, batch)
+    assert trainer._metrics["eval"]["mean_token_accuracy"][-1] == pytest.approx(plain, rel=1e-6)
+
+
 def _loss_and_gradients(tiny_model, tiny_tokenizer, work_dir, **train_overrides):
     """compute_loss on one batch: the loss, the logged metrics and the gradients."""
     trainer, batch = train_batch(tiny_model, tiny_tokenizer, True, work_dir, **train_overrides)

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -6,13 +7,13 @@ import pytest
 # A child process allocates, touches and frees 256 MiB through libc, then prints how much of it
 # is still resident: the setting is process-wide, so it runs apart from the test process.
 CHILD = """
-import ctypes, ctypes.util, sys
+import ctypes, ctypes.util, os, sys
 from ift.memory import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
-page = 4096
+page = os.sysconf("SC_PAGE_SIZE")
 def resident_mib():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * page / 2**20
@@ -25,7 +26,9 @@ print(kept, round(resident_mib() - before))
 
 
 def freed_but_resident_mib(mode: str) -> tuple[str, int]:
-    done = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True)
+    # glibc's own defaults: no malloc settings from the environment
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    done = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True, env=env)
     kept, resident = done.stdout.split()
     return kept, int(resident)
 

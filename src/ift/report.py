@@ -200,7 +200,7 @@ def model_card(base: dict, data: dict, train_params: dict, seed: int, training: 
         'tokenizer = AutoTokenizer.from_pretrained("models/tuned", padding_side="left")',
         'model = AutoModelForCausalLM.from_pretrained("models/tuned")',
         f"prompt = {PROMPT_NO_INPUT!r}.format(instruction=\"Name a fruit.\")",
-        'ids = tokenizer(prompt, return_tensors="pt")',
+        'ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")  # as in training',
         "answer = model.generate(**ids, max_new_tokens=64)[0, ids.input_ids.shape[1]:]",
         "print(tokenizer.decode(answer, skip_special_tokens=True).strip())",
         "```",

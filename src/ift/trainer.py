@@ -192,7 +192,7 @@ def make_trainer(
     if cfg.compile_loss:
         # Dynamic shapes: the count of labelled tokens changes every step, and one compiled graph
         # serves them all. Inductor needs a C++ compiler on CPU (a Triton one on GPUs: not verified here).
-        trainer.loss_terms = torch.compile(loss_terms, dynamic=True)
+        trainer.loss_terms = torch.compile(type(trainer).loss_terms, dynamic=True)
     if cfg.padding_free and cfg.pad_to_multiple_of:
         trainer.data_collator = PackedRowPadding(trainer.data_collator, cfg.pad_to_multiple_of)
     if trainer.pop_callback(ProgressCallback) is not None:  # (none when tqdm is off)
