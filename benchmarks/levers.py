@@ -243,7 +243,8 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
     pythia = in_both_orders([("kept: bf16, LM head at labelled positions, its loss compiled, fused AdamW, packed "
                                "rows padded to a multiple of 64", {}, None),
                               ("fp32 instead of bf16 autocast", {"bf16": False}, None),
-                              ("TRL's own tiled LM head", {}, SFTTrainer),
+                              ("TRL's own tiled LM head (its loss: none of ours to compile)", {"compile_loss": False},
+                               SFTTrainer),
                               ("the loss's vocabulary-wide work eager (train.compile_loss=false)",
                                {"compile_loss": False}, None),
                               ("plain AdamW", {"optim": "adamw_torch"}, None),
