@@ -2,7 +2,8 @@
 
 By default glibc maps each large block (a tensor of [labelled tokens x vocabulary] logits, say)
 fresh from the kernel and unmaps it on free, so every step page-faults through those floats
-anew. With no mmap and no trimming, large blocks come from the heap and stay there: faster
+anew. With no mmap and the trim threshold at its largest (2 GiB), large blocks come from the
+heap and stay there: faster
 steps at a higher resident peak (reports/performance.md has both). Written by hand because
 mallopt is one libc call with no Python binding; `GLIBC_TUNABLES` does the same but must be
 set before the process starts.
@@ -16,12 +17,12 @@ import sys
 # <malloc.h>'s parameter numbers.
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-NEVER_TRIM = 2**31 - 1  # mallopt takes an int: the largest threshold it can be given
+LARGEST_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: 2 GiB of free heap top before a trim
 
 
 def keep_freed_memory() -> bool:
-    """Tell glibc to serve large blocks from the heap and never return freed memory to the
-    kernel; False (and nothing changed) where the C library is not glibc."""
+    """Tell glibc to serve large blocks from the heap and keep what they free (up to 2 GiB at the
+    heap's top) for the next ones; False where the C library refuses (not glibc)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -29,4 +30,4 @@ def keep_freed_memory() -> bool:
     except AttributeError:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, NEVER_TRIM) == 1
+    return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, LARGEST_TRIM_THRESHOLD) == 1
