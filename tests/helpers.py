@@ -47,8 +47,8 @@ def train_batch(model, tokenizer, padding_free: bool, work_dir: Path, attn_imple
 
     dataset, _ = build_dataset(TRAIN_ROWS, tokenizer, max_length=256, source="rows")
     cfg = TrainConfig(per_device_train_batch_size=len(TRAIN_ROWS), padding_free=padding_free, max_steps=1,
-                      bf16=False, attn_implementation=attn_implementation,
-                      **{"pad_to_multiple_of": None, **train_overrides})
+                      attn_implementation=attn_implementation,
+                      **{"pad_to_multiple_of": None, "bf16": False, **train_overrides})
     trainer = make_trainer(model, tokenizer, dataset, cfg, 0, work_dir, trainer_class=trainer_class)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(TRAIN_ROWS))])
     model.eval()

@@ -81,3 +81,19 @@ def test_compile_loss_swaps_in_a_compiled_loss_and_leaves_the_default_eager(tiny
     compiled, _ = train_batch(tiny_model, tiny_tokenizer, True, tmp_path / "compiled", compile_loss=True)
     assert eager.loss_terms is loss_terms
     assert compiled.loss_terms is not loss_terms and compiled.loss_terms._torchdynamo_orig_callable is loss_terms
+
+
+def test_under_bf16_the_loss_gets_the_bf16_logits_uncopied(tiny_model, tiny_tokenizer, tmp_path):
+    """accelerate's cast of the model's outputs to fp32 is taken off: loss_terms casts the logits itself."""
+    from ift.trainer import loss_terms
+
+    trainer, _ = train_batch(tiny_model, tiny_tokenizer, True, tmp_path, bf16=True)
+    seen = []
+
+    def recording_loss_terms(logits, targets):
+        seen.append(logits.dtype)
+        return loss_terms(logits, targets)
+
+    trainer.loss_terms = recording_loss_terms
+    trainer.train()
+    assert seen == [torch.bfloat16]

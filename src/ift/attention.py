@@ -15,7 +15,8 @@ like any other kernel (`train.attn_implementation`). Rows without a padding mask
 (training rows, packed or not) take this path; masked rows and generation go to
 transformers' sdpa attention with its own mask. On GPUs, use flash_attention_2 instead (its
 kernels are variable-length; this path reads the boundaries on the host in every layer).
-train/default uses it (its packed rows padded to a multiple of 64 tokens by ift.packing).
+Every train preset uses it on CPU (train.attn_implementation: null), its packed rows padded
+to a multiple of 64 tokens by ift.packing.
 tests/test_attention.py checks outputs and gradients against sdpa with a block-diagonal mask.
 """
 
@@ -85,7 +86,9 @@ def packed_eager_attention(
 
     scale = head_dim ** -0.5 if scaling is None else scaling
     weights = torch.matmul(blocks(query * scale), blocks(key).transpose(2, 3))
-    weights = weights.masked_fill(~allowed[:, None], torch.finfo(weights.dtype).min).softmax(-1)
+    # In place: the matmul's backward needs its inputs, not its output, and a copy of the
+    # [examples x heads x longest x longest] weights took as long as the fill itself.
+    weights = weights.masked_fill_(~allowed[:, None], torch.finfo(weights.dtype).min).softmax(-1)
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
     output = torch.matmul(weights, blocks(value)).transpose(1, 2).reshape(examples * longest, heads, head_dim)
     return output.index_select(0, real.flatten().nonzero().flatten()).view(rows, tokens, heads, head_dim), None

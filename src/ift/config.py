@@ -155,9 +155,10 @@ class TrainConfig:
     train_sampling_strategy: str = "random"
     # Attention kernel while training (one of ATTN_IMPLEMENTATIONS): transformers' "sdpa"
     # (PyTorch's fused kernels) or "eager" (plain matmul + softmax), or ours, "packed_eager"
-    # (ift.attention: plain attention within each packed example, for CPUs). Not saved with
-    # the model: eval and `ift ask` load it with transformers' default (sdpa where available).
-    attn_implementation: str = "packed_eager"
+    # (ift.attention: plain attention within each packed example, for CPUs); null: packed_eager
+    # on CPU, sdpa on GPUs. Not saved with the model: eval and `ift ask` load it with
+    # transformers' default (sdpa where available).
+    attn_implementation: str | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
     # Training processes (data parallel, through torchrun): one per GPU, or CPU processes that
     # share the cores. The global batch is per_device_train_batch_size x
@@ -239,8 +240,8 @@ def _check_ranges(params: Params, source: str) -> None:
         (t.num_processes >= 1, "train.num_processes", t.num_processes, "must be >= 1"),
         (not (t.fsdp and t.lora.enabled), "train.fsdp", t.fsdp, "cannot be combined with train.lora.enabled=true "
          "here (a sharded adapter is not merged): use one or the other"),
-        (t.attn_implementation in ATTN_IMPLEMENTATIONS, "train.attn_implementation", t.attn_implementation,
-         f"must be one of {', '.join(ATTN_IMPLEMENTATIONS)}"),
+        (t.attn_implementation in (None, *ATTN_IMPLEMENTATIONS), "train.attn_implementation", t.attn_implementation,
+         f"must be null or one of {', '.join(ATTN_IMPLEMENTATIONS)}"),
         (d.source in DATA_SOURCES, "data.source", d.source, f"must be one of {', '.join(DATA_SOURCES)}"),
         (e.max_new_tokens is None or e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens,
          "must be >= 1 or null (fitted to the training answers)"),

@@ -33,6 +33,17 @@ def uses_bf16(cfg: TrainConfig) -> bool:
     return bf16_supported(pick_device()) if cfg.bf16 is None else cfg.bf16
 
 
+def attention_kernel(cfg: TrainConfig) -> str:
+    """The training's attention (train.attn_implementation; null: ours, packed_eager, on CPU,
+    where PyTorch has no variable-length kernel, and sdpa on GPUs, where packed_eager would read
+    the examples' boundaries on the host in every layer)."""
+    from ift.attention import PACKED_EAGER
+
+    if cfg.attn_implementation is not None:
+        return cfg.attn_implementation
+    return PACKED_EAGER if pick_device().type == "cpu" else "sdpa"
+
+
 def compute_dtype(cfg: TrainConfig) -> str:
     """The training's compute dtype, as the environment record names it."""
     return "bfloat16 autocast" if uses_bf16(cfg) else "float32"
@@ -137,6 +148,11 @@ class AnswerOnlyHeadSFTTrainer(SFTTrainer):
         # Through the model's own forward (as DDP and peft need), with transformers' logits_to_keep
         # as a mask: the LM head runs where the next token is labelled, and nowhere else.
         keep = F.pad(labelled, (0, 1), value=False)
+        # Under bf16, accelerate wraps the model's forward to cast every output to fp32: for the
+        # logits, a [labelled tokens x vocabulary] copy and its cast back in backward. Unwrapped
+        # (once: it changes the model in place), loss_terms casts them itself, inside its
+        # compiled graph with train.compile_loss.
+        self.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
         with self.accelerator.autocast():
             logits = model(**model_inputs, use_cache=False, logits_to_keep=keep).logits
         count = labelled.sum() if num_items_in_batch is None else num_items_in_batch
@@ -176,9 +192,7 @@ def make_trainer(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     set_seed(seed)
-    import ift.attention  # noqa: F401  (registers the packed_eager attention with transformers)
-
-    model.set_attn_implementation(cfg.attn_implementation)  # a runtime choice: not saved with the model
+    model.set_attn_implementation(attention_kernel(cfg))  # a runtime choice: not saved with the model
     trainer = (trainer_class or AnswerOnlyHeadSFTTrainer)(
         model=model,
         args=sft_config(cfg, seed, work_dir, len(dataset)),
