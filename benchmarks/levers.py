@@ -241,7 +241,7 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
         return examples_per_step * tokens / seconds
 
     pythia = in_both_orders([("kept: bf16, LM head at labelled positions, its loss compiled, fused AdamW, packed "
-                               "rows padded to a multiple of 64", {}, None),
+                               "rows padded to a multiple of 64, packed_eager attention", {}, None),
                               ("fp32 instead of bf16 autocast", {"bf16": False}, None),
                               ("TRL's own tiled LM head (its loss: none of ours to compile)", {"compile_loss": False},
                                SFTTrainer),
@@ -250,7 +250,7 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
                               ("plain AdamW", {"optim": "adamw_torch"}, None),
                               ("packed rows as long as their examples", unrounded, None),
                               ("padded random batches", padded_batches, None),
-                              ("packed_eager attention", {"attn_implementation": "packed_eager"}, None)],
+                              ("sdpa attention (over the whole packed row)", {"attn_implementation": "sdpa"}, None)],
                              pythia_tokens_per_second)
 
     model = load_model(copy / "models/tuned")

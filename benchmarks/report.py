@@ -71,7 +71,8 @@ def step_time_shares(train: dict[str, Any]) -> str:
     """Where our train step's operator time went (benchmarks/step_profile.py)."""
     shares = train["step_time_shares"]
     return (f"Of our step's operator time (torch.profiler, a run of its own), matrix multiplies took "
-            f"{shares['matmul']:.0%}, attention kernels {shares['attention']:.0%}, work on vocabulary-wide tensors "
+            f"{shares['matmul']:.0%}, attention {shares['attention']:.0%} (its kernels, or its batched matmuls, "
+            f"softmax and mask), work on vocabulary-wide tensors "
             f"(the loss, log-softmax, entropy, accuracy and casts of the logits, no FLOPs in the count) "
             f"{shares['vocabulary_wide']:.0%}, and the rest {shares['other']:.0%}.")
 

@@ -1,6 +1,6 @@
 """Where a train step's time goes: torch.profiler's operator times, in four parts.
 
-The parts that do the FLOPs MFU counts (matrix multiplies, attention kernels) apart from work
+The parts that do the FLOPs MFU counts (matrix multiplies, attention) apart from work
 on vocabulary-wide tensors (the loss, log-softmax, entropy, accuracy and casts of the logits,
 each as wide as the 50k vocabulary but counted as no FLOPs) and the rest: if the counted parts
 took no time at all, MFU could be at most its value over the share of the rest.
@@ -14,7 +14,11 @@ from collections.abc import Iterable
 import torch
 from transformers import TrainerCallback
 
-MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
+MATMULS = {"aten::mm", "aten::addmm"}  # the linear layers and the LM head
+# Plain (eager, packed_eager) attention: its batched matmuls (the models' linear layers use
+# mm/addmm), its softmax and its mask.
+EAGER_ATTENTION = {"aten::bmm", "aten::baddbmm", "aten::_softmax", "aten::_softmax_backward_data",
+                   "aten::masked_fill_"}
 PARTS = ("matmul", "attention", "vocabulary_wide", "other")
 COMPILED_GRAPH = "## Call CompiledFxGraph"  # the profiler's name for a torch.compile'd graph's kernels
 
@@ -47,6 +51,8 @@ def part_of(name: str, input_shapes: Iterable, vocab_size: int) -> str:
         return "vocabulary_wide"
     if any(isinstance(shape, list) and shape and shape[-1] == vocab_size for shape in input_shapes):
         return "vocabulary_wide"
+    if name in EAGER_ATTENTION:
+        return "attention"
     return "other"
 
 

@@ -263,7 +263,7 @@ def test_an_mfu_short_of_its_target_says_where_the_step_time_went():
     results["train"] |= {"step_time_shares": {"matmul": 0.2, "attention": 0.1, "vocabulary_wide": 0.3, "other": 0.4},
                          "mfu_if_matmul_and_attention_took_no_time": 0.114}
     missed = next(line for line in markdown(results).splitlines() if line.startswith("- `train_mfu`"))
-    assert "matrix multiplies took 20%, attention kernels 10%" in missed and "the rest 40%" in missed
+    assert "matrix multiplies took 20%, attention 10%" in missed and "the rest 40%" in missed
     assert missed.endswith("Were the matrix multiplies and attention free, MFU would be at most 0.11."), missed
 
 

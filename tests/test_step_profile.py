@@ -11,6 +11,9 @@ from benchmarks.step_profile import PARTS, ProfiledSteps, mfu_bound, part_of, pr
 @pytest.mark.parametrize(("name", "shapes", "part"), [
     ("aten::mm", [[12, 32], [32, 300]], "matmul"),  # the LM head is a matmul, though its output is wide
     ("aten::_scaled_dot_product_flash_attention_for_cpu", [[1, 2, 9, 16]], "attention"),
+    ("aten::bmm", [[16, 9, 8], [16, 8, 9]], "attention"),  # packed_eager's scores: the linear layers are mm/addmm
+    ("aten::_softmax", [[2, 4, 9, 9], [], []], "attention"),
+    ("aten::_softmax", [[12, 300], [], []], "vocabulary_wide"),  # a softmax over the vocabulary is no attention
     ("aten::_log_softmax", [[12, 300], [], []], "vocabulary_wide"),
     ("aten::copy_", [[300, 32], [300, 32], []], "other"),  # the embedding matrix: its last dim is the hidden size
     ("aten::add_", [[[4], [4]]], "other"),  # a list of tensors
