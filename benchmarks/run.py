@@ -99,9 +99,10 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         # As the train stage does. TRL runs in this process and gains from it too: were it run as
         # a user's own script, without it, the ratio would be larger.
         keep_freed_memory()
-        # Three steps timed after a warm-up: a train stage's first steps page-fault through memory
-        # that later ones reuse, which would weigh on one timed step alone. No more: TRL's steps are slow.
-        train = bench_train(tokenizer, train_cfg, steps=4, warmup=1)
+        # Two steps timed after a warm-up: a train stage's first steps page-fault through memory
+        # that later ones reuse, which would weigh on one timed step alone. No more: TRL's steps
+        # are slow, and `ift bench` has ten minutes.
+        train = bench_train(tokenizer, train_cfg, steps=3, warmup=1)
         phase("train: full finetuning vs LoRA, memory and tokens/s")
         footprints = train_footprints(copy / "models/base", train_cfg)
         # Padding waste with the train settings each kind of data is used with: the demo with
