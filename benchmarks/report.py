@@ -57,6 +57,15 @@ def steps_timed(steps: int) -> str:
     return f"{steps} step{'s' * (steps != 1)} timed after a warm-up step"
 
 
+def peak_readings(train: dict[str, Any]) -> str:
+    """Which readings of the matmul peak the MFU divides by (older reports read it once)."""
+    readings = train.get("matmul_peak_readings", [])
+    if len(readings) < 2:
+        return ""
+    return (" (the higher of its readings before and after our timed steps, "
+            + " and ".join(f"{r / 1e12:.2f}" for r in readings) + " TFLOP/s)")
+
+
 def long_answers_ceiling(long: dict[str, Any]) -> str:
     """What no implementation could beat: our answers' decode FLOPs at the measured matmul peak."""
     return (f" Our answers' decode steps need {long['decode_flops'] / 1e12:.2f} TFLOP "
@@ -155,7 +164,7 @@ def markdown(results: dict[str, Any]) -> str:
               + f" (largest relative difference {trl['max_relative_loss_difference']:.2e}).",
               f"- MFU counts the FLOPs the step must do: {t['flops_counted_as']}. Per second, ours: "
               + ", ".join(f"{part} {value / 1e12:.3f} TFLOP/s" for part, value in flops.items())
-              + f"; over the bf16 matrix-multiply peak measured in the same run, "
+              + f"; over the bf16 matrix-multiply peak measured in the same run{peak_readings(t)}, "
               f"{t['matmul_peak_flops_per_second'] / 1e12:.2f} TFLOP/s."]
     if "step_time_shares" in t:  # (older reports lack it)
         lines.append(f"- {step_time_shares(t)}")

@@ -246,6 +246,14 @@ def test_a_target_not_met_says_by_how_much_and_why():
             "rate; it ran at 0.31 of that peak.") in markdown(results)
 
 
+def test_report_names_both_peak_readings_where_there_are_two():
+    results = json.loads(SAMPLE.read_text())
+    assert "the higher of its readings" not in markdown(results)  # (the sample read it once)
+    results["train"].update(matmul_peak_readings=[0.39e12, 0.41e12], matmul_peak_flops_per_second=0.41e12)
+    assert ("measured in the same run (the higher of its readings before and after our timed steps, 0.39 and "
+            "0.41 TFLOP/s), 0.41 TFLOP/s.") in markdown(results)
+
+
 def test_prefill_and_decode_counts_follow_the_batches():
     from benchmarks.generation import decode_steps, prefill_tokens
 
