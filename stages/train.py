@@ -57,10 +57,11 @@ def main() -> None:
     parser.add_argument("--environment", type=Path, required=True, help="where to record what decides float rounding")
     args = parser.parse_args()
     share_cores()  # its share when other jobs run beside it (dvc queue start -j N)
-    keep_freed_memory()  # faster steps for a higher resident peak (ift.memory)
     set_offline()
     params = load_params()
     cfg = params.train
+    if cfg.keep_freed_memory:  # before the model's and the steps' allocations
+        keep_freed_memory()
     check_trainer_choices(cfg, PARAMS_FILE)
     quantization = four_bit_quantization() if cfg.lora.load_in_4bit else None
 
