@@ -98,7 +98,8 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         train_cfg = validate(compose([f"train={train_preset}"], copy / "conf")).train
         # As the train stage does. TRL runs in this process and gains from it too: were it run as
         # a user's own script, without it, the ratio would be larger.
-        keep_freed_memory()
+        if train_cfg.keep_freed_memory:
+            keep_freed_memory()
         # Two steps timed after a warm-up: a train stage's first steps page-fault through memory
         # that later ones reuse, which would weigh on one timed step alone. No more: TRL's steps
         # are slow, and `ift bench` has ten minutes.
