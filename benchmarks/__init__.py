@@ -6,7 +6,8 @@ shared, noisy machine) and written to reports/bench.json and reports/bench.md:
 1. train: our train step on the pythia-70m shape against TRL's SFTTrainer as a user writes
    it (benchmarks/peers.py), on the same examples in the same order: supervised tokens/s,
    the first steps' losses, and an MFU that counts the FLOPs the step must do (flops.py)
-   over the bf16 matrix-multiply peak measured in the same run; padding waste; full
+   over the bf16 matrix-multiply peak measured in the same run (the higher of a reading
+   before and one after our timed steps); padding waste; full
    finetuning against LoRA (peak memory and tokens/s);
 2. eval: the eval stage's batched generation against batched `generate()` as a user writes it
    (identical token ids required) and against the tutorial's loop, on the tuned tiny model
