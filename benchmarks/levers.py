@@ -1,7 +1,8 @@
 """`ift bench --levers`: each training and eval option we considered, against the one we kept.
 
 python -m benchmarks.levers train-times COPY OPTION STEPS  prints train_step_times (in a new process).
-python -m benchmarks.levers pythia-step COPY STEPS keep|default  prints pythia_step_seconds (in a new process).
+python -m benchmarks.levers pythia-step COPY STEPS keep|default [SIZE]  prints pythia_step_seconds (in a new
+    process; SIZE: pythia-70m, the default, pythia-160m or pythia-410m).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from benchmarks.workloads import (
     alpaca_like_lengths,
     demo_dataset,
     lamini_like_prompts,
-    pythia_70m_shaped_model,
+    pythia_shaped_model,
     synthetic_dataset,
 )
 from ift.config import TrainConfig, load_params
@@ -101,21 +102,21 @@ def fresh_process_train_times(copy: Path, option: str, steps: int) -> dict[str, 
     return in_a_new_process(copy, ["train-times", str(copy), option, str(steps)])
 
 
-def pythia_step_seconds(copy: Path, steps: int, keep_memory: bool) -> dict[str, float]:
-    """Seconds per optimizer step (after a warm-up step) with train=pythia-70m on the pythia-70m
-    shape and alpaca-like lengths, and this process's peak memory; with `keep_memory`, glibc
-    keeps freed memory (ift.memory), as in the train stage."""
+def pythia_step_seconds(copy: Path, steps: int, keep_memory: bool, size: str = "pythia-70m") -> dict[str, float]:
+    """Seconds per optimizer step (after a warm-up step) with train=`size` on `size`'s shape and
+    alpaca-like lengths (within train.max_length, as the stage keeps), and this process's peak
+    memory; with `keep_memory`, glibc keeps freed memory (ift.memory), as in the train stage."""
     from benchmarks.training import peak_rss_mib
     from ift.config import compose, validate
     from ift.modeling import load_tokenizer
 
     if keep_memory:
         keep_freed_memory()
-    cfg = validate(compose(["train=pythia-70m"], copy / "conf")).train
+    cfg = validate(compose([f"train={size}"], copy / "conf")).train
     tokenizer = load_tokenizer(copy / "models/base")
     examples = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * (steps + 1)
-    dataset = synthetic_dataset(alpaca_like_lengths(examples), len(tokenizer))
-    seconds = step_seconds(pythia_70m_shaped_model().train(), tokenizer, dataset, cfg, steps=steps)
+    dataset = synthetic_dataset(alpaca_like_lengths(examples, max_length=cfg.max_length), len(tokenizer))
+    seconds = step_seconds(pythia_shaped_model(size).train(), tokenizer, dataset, cfg, steps=steps)
     return {"seconds_per_step": seconds, "peak_memory_mib": peak_rss_mib()}
 
 
@@ -175,7 +176,7 @@ def bench_decode_options(copy: Path, max_new_tokens: int = 128, batch_size: int 
                ("one thread", {}, 1, False)]
     results, kept_ids = {}, None
     for name, generation, threads, bf16 in options:
-        model = pythia_70m_shaped_model()
+        model = pythia_shaped_model()
         for key, value in generation.items():
             setattr(model.generation_config, key, value)
         before = torch.get_num_threads()
@@ -236,7 +237,7 @@ def bench_levers(copy: Path, params, pythia_cfg: TrainConfig) -> dict[str, Any]:
 
     def pythia_tokens_per_second(change: dict, trainer_class) -> float:
         cfg = TrainConfig(**{**vars(pythia_cfg), **change})
-        seconds = step_seconds(pythia_70m_shaped_model().train(), tokenizer, alpaca, cfg, steps=pythia_steps,
+        seconds = step_seconds(pythia_shaped_model().train(), tokenizer, alpaca, cfg, steps=pythia_steps,
                                 trainer_class=trainer_class)
         return examples_per_step * tokens / seconds
 
@@ -338,6 +339,7 @@ def levers_markdown(levers: dict[str, Any]) -> list[str]:
 
 if __name__ == "__main__":
     if sys.argv[1] == "pythia-step":
-        print(json.dumps(pythia_step_seconds(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "keep")))
+        copy, steps, malloc, *size = sys.argv[2:]
+        print(json.dumps(pythia_step_seconds(Path(copy), int(steps), malloc == "keep", *size)))
     else:
         print(json.dumps(train_step_times(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))

@@ -22,7 +22,7 @@ from benchmarks.workloads import (
     alpaca_like_lengths,
     demo_dataset,
     lamini_like_prompts,
-    pythia_70m_shaped_model,
+    pythia_shaped_model,
     synthetic_dataset,
 )
 from ift.config import load_params
@@ -87,10 +87,10 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
         phase("eval: pythia-70m shape vs batched generate() and the tutorial's loop")
         # Four batches: a single one takes about a second, and such short readings drift by more
         # than the target's margin from run to run.
-        pythia = bench_eval(pythia_70m_shaped_model(), tokenizer, prompts[:4 * params.eval.batch_size],
+        pythia = bench_eval(pythia_shaped_model(), tokenizer, prompts[:4 * params.eval.batch_size],
                             max_new_tokens, params.eval.batch_size, tutorial_prompts=8)
         phase("eval: long answers (lamini_docs-like) on the pythia-70m shape vs the tutorial's loop")
-        long_answers = bench_long_answers(pythia_70m_shaped_model(), tokenizer,
+        long_answers = bench_long_answers(pythia_shaped_model(), tokenizer,
                                           lamini_like_prompts(tokenizer, params.eval.batch_size), tutorial_prompts=4,
                                           batch_size=params.eval.batch_size)
 
@@ -114,7 +114,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
             ("alpaca_like", synthetic_dataset(alpaca_like_lengths(2000), vocab=len(tokenizer)), train_cfg),
         ):
             with tempfile.TemporaryDirectory(prefix="ift-bench-waste-") as work_dir:
-                trainer = make_trainer(pythia_70m_shaped_model(), tokenizer, dataset, cfg, 0, Path(work_dir))
+                trainer = make_trainer(pythia_shaped_model(), tokenizer, dataset, cfg, 0, Path(work_dir))
                 waste[name] = padding_waste(trainer)
         phase("queue: two experiments one at a time vs two at a time (dvc queue start -j 1, -j 2)")
         queue = bench_queue(copy)

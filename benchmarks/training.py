@@ -20,7 +20,7 @@ import torch
 from benchmarks.clocks import RealTokenCounter, StepClock, matmul_peak, timed_config
 from benchmarks.flops import HOW_COUNTED, required_flops
 from benchmarks.step_profile import ProfiledSteps, mfu_bound, profiled_shares
-from benchmarks.workloads import alpaca_like_lengths, demo_dataset, pythia_70m_shaped_model, synthetic_dataset
+from benchmarks.workloads import alpaca_like_lengths, demo_dataset, pythia_shaped_model, synthetic_dataset
 from ift.config import LoraConfig, TrainConfig, as_dict, load_params, validate
 
 
@@ -76,7 +76,7 @@ def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2, ag
         return timed_training(lambda work_dir, callbacks: make_trainer(model, tokenizer, dataset, ours_cfg, 0, work_dir,
                                                                        [*callbacks, *extra_callbacks]), steps, warmup)
 
-    model = pythia_70m_shaped_model().train()
+    model = pythia_shaped_model().train()
     ours = ours_on(model)
     if mfu:  # read again after our steps: a slow stretch of the machine during one reading would inflate the MFU
         peak_readings.append(matmul_peak(peak_dtype))
@@ -87,12 +87,12 @@ def bench_train(tokenizer, cfg: TrainConfig, steps: int = 8, warmup: int = 2, ag
               "precision": "bf16 autocast" if use_bf16 else "fp32", "flops_counted_as": HOW_COUNTED,
               "examples_per_step": examples_per_step, "measured_steps": steps - warmup, "losses": ours["losses"]}
     if mfu:  # a run of its own: the profiler's overhead stays out of the timed steps
-        ours_on(pythia_70m_shaped_model().train(), profiled := ProfiledSteps(warmup))
+        ours_on(pythia_shaped_model().train(), profiled := ProfiledSteps(warmup))
         shares = profiled_shares(profiled, model.get_output_embeddings().weight.shape[0])
         result |= {"step_time_shares": shares,
                    "mfu_if_matmul_and_attention_took_no_time": mfu_bound(result["mfu"], shares)}
     if against_trl:
-        peer_model = pythia_70m_shaped_model().train()
+        peer_model = pythia_shaped_model().train()
         theirs = timed_training(lambda work_dir, callbacks: trl_sft_trainer(peer_model, tokenizer, dataset, cfg, steps,
                                                                             work_dir, callbacks), steps, warmup)
         if theirs["batches"] != ours["batches"]:

@@ -11,26 +11,41 @@ import torch
 # EleutherAI/pythia-70m's shape (config.json of the Hub repo), for weights we cannot download here.
 PYTHIA_70M_SHAPE = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
                         intermediate_size=2048, max_position_embeddings=2048, rotary_pct=0.25)
+# The shapes of the presets' other sizes (their Hub config.json files): what differs from pythia-70m's.
+PYTHIA_SHAPES = {
+    "pythia-70m": PYTHIA_70M_SHAPE,
+    "pythia-160m": {**PYTHIA_70M_SHAPE, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                    "intermediate_size": 3072},
+    "pythia-410m": {**PYTHIA_70M_SHAPE, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                    "intermediate_size": 4096},
+}
 
 
-def pythia_70m_shaped_model(seed: int = 0):
+def pythia_shaped_model(size: str = "pythia-70m", seed: int = 0):
+    """A GPT-NeoX model of `size`'s shape (a key of PYTHIA_SHAPES) with random weights from `seed`."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(GPTNeoXConfig(**PYTHIA_70M_SHAPE, bos_token_id=0, eos_token_id=0, pad_token_id=1))
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(**PYTHIA_SHAPES[size], bos_token_id=0, eos_token_id=0, pad_token_id=1))
     return model.eval()
 
 
-def alpaca_like_lengths(count: int, seed: int = 0) -> list[tuple[int, int]]:
-    """(prompt, answer) token lengths shaped like Alpaca's in a Pythia tokenizer.
+def alpaca_like_lengths(count: int, seed: int = 0, max_length: int | None = None) -> list[tuple[int, int]]:
+    """(prompt, answer) token lengths shaped like Alpaca's in a Pythia tokenizer; with `max_length`,
+    only examples within it, as the train stage keeps (ift.tokenization).
 
     A lognormal fit by eye (Alpaca itself is not reachable here): prompts ~40 tokens of
     template plus a median ~25 of instruction and input; answers with median ~45 and a long
     tail, capped at 1,000.
     """
     rng = random.Random(seed)
-    return [(40 + min(int(rng.lognormvariate(math.log(25), 0.6)), 400),
-             max(1, min(int(rng.lognormvariate(math.log(45), 0.9)), 1000))) for _ in range(count)]
+    lengths: list[tuple[int, int]] = []
+    while len(lengths) < count:
+        example = (40 + min(int(rng.lognormvariate(math.log(25), 0.6)), 400),
+                   max(1, min(int(rng.lognormvariate(math.log(45), 0.9)), 1000)))
+        if max_length is None or sum(example) <= max_length:
+            lengths.append(example)
+    return lengths
 
 
 def synthetic_dataset(lengths: list[tuple[int, int]], vocab: int, seed: int = 0):

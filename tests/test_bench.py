@@ -102,6 +102,15 @@ def test_alpaca_like_lengths_are_seeded_and_bounded():
     assert all(40 < prompt <= 440 and 1 <= answer <= 1000 for prompt, answer in lengths)
 
 
+def test_alpaca_like_lengths_within_max_length_keep_the_count_and_drop_what_the_stage_drops():
+    drawn = alpaca_like_lengths(500, seed=3)
+    kept = alpaca_like_lengths(500, seed=3, max_length=512)
+    assert len(kept) == 500 and all(prompt + answer <= 512 for prompt, answer in kept)
+    assert any(prompt + answer > 512 for prompt, answer in drawn)  # the cut has something to drop
+    fitting = [example for example in drawn if sum(example) <= 512]
+    assert kept[:len(fitting)] == fitting  # the same draws, the longer ones left out
+
+
 class _Trainer:
     """What padding_waste uses of a trainer: its collator, applied by its dataloader."""
 
