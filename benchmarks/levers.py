@@ -29,7 +29,7 @@ from benchmarks.workloads import (
     synthetic_dataset,
 )
 from ift.config import TrainConfig, load_params
-from ift.memory import keep_freed_memory
+from ift.memory import keep_freed_memory, keep_freed_memory_where_set
 from ift.trainer import AnswerOnlyHeadSFTTrainer
 
 
@@ -46,8 +46,8 @@ class ForeachAdamWTrainer(AnswerOnlyHeadSFTTrainer):
 # Options timed over a train stage's first steps, each in a new process (as a stage runs) with
 # an empty torch.compile cache (as a first run has): name -> settings.
 TRAIN_OPTIONS = {
-    "kept": ("kept: train/default (fused AdamW, packed_eager attention, a thread per core, glibc keeping freed "
-             "memory)", {}),
+    "kept": ("kept: train/default (fused AdamW, packed_eager attention, a thread per core, glibc's default "
+             "malloc)", {}),
     "compile": ("torch.compile of the model (inductor; compile time counted)", {"compile": True}),
     "foreach": ("foreach AdamW", {"change": {"optim": "adamw_torch"}, "trainer_class": ForeachAdamWTrainer}),
     "compile_loss": ("the loss's vocabulary-wide work compiled (train.compile_loss; compile time counted)",
@@ -55,7 +55,8 @@ TRAIN_OPTIONS = {
     "for_loop": ("for-loop AdamW (transformers' adamw_torch on CPU)", {"change": {"optim": "adamw_torch"}}),
     "flex": ("FlexAttention on the packed rows", {"change": {"attn_implementation": "flex_attention"}}),
     "one_thread": ("one thread", {"threads": 1}),
-    "default_malloc": ("glibc's default malloc (without ift.memory's keep_freed_memory)", {"default_malloc": True}),
+    "keep_freed_memory": ("glibc keeping freed memory (train.keep_freed_memory)",
+                          {"change": {"keep_freed_memory": True}}),
 }
 
 
@@ -66,16 +67,15 @@ def train_step_times(copy: Path, option: str, steps: int) -> dict[str, float]:
     from ift.trainer import make_trainer
 
     settings = TRAIN_OPTIONS[option][1]
-    if not settings.get("default_malloc"):
-        keep_freed_memory()  # as the train stage does
+    params = load_params(copy / "params.yaml")
+    cfg = timed_config(TrainConfig(**{**vars(params.train), **settings.get("change", {})}), steps)
+    keep_freed_memory_where_set(cfg)  # as the train stage does
     if "threads" in settings:
         torch.set_num_threads(settings["threads"])
-    params = load_params(copy / "params.yaml")
     tokenizer = load_tokenizer(copy / "models/base")
     model = load_model(copy / "models/base")
     if settings.get("compile"):
         model.compile()  # the forward through inductor, the backward through AOTAutograd
-    cfg = timed_config(TrainConfig(**{**vars(params.train), **settings.get("change", {})}), steps)
     times = StepTimes()
     with tempfile.TemporaryDirectory(prefix="ift-bench-lever-") as work_dir:
         trainer = make_trainer(model, tokenizer, demo_dataset(copy, tokenizer, params.train.max_length), cfg, 0,
@@ -121,10 +121,10 @@ def pythia_step_seconds(copy: Path, steps: int, keep_memory: bool, size: str = "
 
 
 def bench_memory_options(copy: Path, steps: int = 4) -> dict[str, dict[str, float]]:
-    """pythia_step_seconds in new processes with glibc keeping freed memory (kept: ift.memory) and
-    with its default malloc, each twice (in order, then reversed): the means."""
-    options = [("kept: glibc keeps freed memory (ift.memory's keep_freed_memory)", "keep"),
-               ("glibc's default malloc", "default")]
+    """pythia_step_seconds in new processes with glibc's default malloc (kept) and with glibc
+    keeping freed memory (ift.memory), each twice (in order, then reversed): the means."""
+    options = [("kept: glibc's default malloc", "default"),
+               ("glibc keeps freed memory (train.keep_freed_memory)", "keep")]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in options}
     for name, malloc in options + options[::-1]:
         runs[name].append(in_a_new_process(copy, ["pythia-step", str(copy), str(steps), malloc]))

@@ -62,7 +62,7 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
     from ift.environment import cpu
     from ift.generation import fitted_max_new_tokens
     from ift.io import read_json, read_jsonl, write_json, write_text
-    from ift.memory import keep_freed_memory
+    from ift.memory import keep_freed_memory_where_set
     from ift.modeling import load_model, load_tokenizer
     from ift.trainer import make_trainer
     from ift.verify import export_head
@@ -96,10 +96,9 @@ def run(repo: Path, out_dir: Path, train_preset: str = "pythia-70m", levers: boo
 
         phase(f"train: pythia-70m shape with train={train_preset}, ours vs TRL as a user writes it")
         train_cfg = validate(compose([f"train={train_preset}"], copy / "conf")).train
-        # As the train stage does. TRL runs in this process and gains from it too: were it run as
-        # a user's own script, without it, the ratio would be larger.
-        if train_cfg.keep_freed_memory:
-            keep_freed_memory()
+        # As the train stage does. Where it keeps freed memory, TRL runs in this process and gains
+        # from it too: were it run as a user's own script, without it, the ratio would be larger.
+        keep_freed_memory_where_set(train_cfg)
         # Two steps timed after a warm-up: a train stage's first steps page-fault through memory
         # that later ones reuse, which would weigh on one timed step alone. No more: TRL's steps
         # are slow, and `ift bench` has ten minutes.

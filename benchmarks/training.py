@@ -186,11 +186,15 @@ def train_footprints(tokenizer_dir: Path, cfg: TrainConfig) -> dict[str, dict[st
 
 
 if __name__ == "__main__":
-    from ift.memory import keep_freed_memory
+    from ift.memory import keep_freed_memory_where_set
 
-    keep_freed_memory()  # each new process stands for a train stage, which does this first
+    # Each new process stands for a train stage, which first sets up malloc as its config says.
     if sys.argv[1] == "footprint":
         cfg = validate({"train": json.loads(sys.argv[3])}).train
+        keep_freed_memory_where_set(cfg)
         print(json.dumps(footprint(Path(sys.argv[2]), cfg)))
     else:
-        print(tiny_step_seconds(Path(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])))
+        change = json.loads(sys.argv[3])
+        keep_freed_memory_where_set(TrainConfig(**{**vars(load_params(Path(sys.argv[2]) / "params.yaml").train),
+                                                    **change}))
+        print(tiny_step_seconds(Path(sys.argv[2]), change, int(sys.argv[4])))

@@ -23,7 +23,7 @@ from ift.environment import fingerprint
 from ift.errors import configure_logging, run_main
 from ift.hub import set_offline
 from ift.io import atomic_dir, read_json, read_jsonl, write_json, write_text
-from ift.memory import keep_freed_memory
+from ift.memory import keep_freed_memory_where_set
 from ift.modeling import load_model, load_tokenizer, save_model
 from ift.processes import (
     exit_with_launcher,
@@ -60,8 +60,7 @@ def main() -> None:
     set_offline()
     params = load_params()
     cfg = params.train
-    if cfg.keep_freed_memory:  # before the model's and the steps' allocations
-        keep_freed_memory()
+    keep_freed_memory_where_set(cfg)  # before the model's and the steps' allocations
     check_trainer_choices(cfg, PARAMS_FILE)
     quantization = four_bit_quantization() if cfg.lora.load_in_4bit else None
 

@@ -8,8 +8,15 @@ import pytest
 # is still resident: the setting is process-wide, so it runs apart from the test process.
 CHILD = """
 import ctypes, ctypes.util, os, sys
-from ift.memory import keep_freed_memory
-kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+from types import SimpleNamespace
+from ift.memory import keep_freed_memory, keep_freed_memory_where_set
+mode = sys.argv[1]
+if mode == "keep":
+    kept = keep_freed_memory()
+elif mode.startswith("where_set="):  # a train config's keep_freed_memory
+    kept = keep_freed_memory_where_set(SimpleNamespace(keep_freed_memory=mode.endswith("true")))
+else:
+    kept = None
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -37,4 +44,11 @@ def freed_but_resident_mib(mode: str) -> tuple[str, int]:
 def test_keep_freed_memory_keeps_a_freed_large_block_resident_where_glibc_would_unmap_it():
     assert freed_but_resident_mib("default") == ("None", 0)  # glibc's default: mmap, unmapped on free
     kept, resident = freed_but_resident_mib("keep")
+    assert kept == "True" and resident >= 250
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: Linux only")
+def test_a_train_config_decides_whether_freed_memory_is_kept():
+    assert freed_but_resident_mib("where_set=false") == ("False", 0)  # glibc's defaults left alone
+    kept, resident = freed_but_resident_mib("where_set=true")
     assert kept == "True" and resident >= 250

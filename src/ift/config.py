@@ -165,9 +165,9 @@ class TrainConfig:
     # gradient_accumulation_steps x num_processes.
     num_processes: int = 1
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, slower
-    # glibc's malloc keeps the memory a step frees for the next (ift.memory): faster steps, a
-    # higher resident peak. false: glibc's defaults, where memory is tighter than time.
-    keep_freed_memory: bool = True
+    # true: glibc's malloc keeps the memory a step frees for the next (ift.memory): slightly
+    # faster steps at a much higher resident peak that can grow with the run. false: glibc's defaults.
+    keep_freed_memory: bool = False
     # torch.compile the loss's vocabulary-wide work (log-softmax, NLL, entropy, argmax): it pays
     # with a large vocabulary and long runs, not for the tiny default, whose first step would
     # pay the compile time (`ift bench --levers`).

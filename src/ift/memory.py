@@ -31,3 +31,9 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, LARGEST_TRIM_THRESHOLD) == 1
+
+
+def keep_freed_memory_where_set(train_cfg) -> bool:
+    """keep_freed_memory() where `train_cfg.keep_freed_memory` asks for it (the train stage, and the
+    benchmarks that stand for it); False where it does not or the C library refuses."""
+    return bool(train_cfg.keep_freed_memory) and keep_freed_memory()
