@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from benchmarks.clocks import StepTimes, in_both_orders, phase, timed_config
-from benchmarks.training import fresh_process_step_seconds, step_seconds, tiny_step_seconds
+from benchmarks.training import default_train_config, fresh_process_step_seconds, step_seconds, tiny_step_seconds
 from benchmarks.workloads import (
     alpaca_like_lengths,
     demo_dataset,
@@ -28,7 +28,7 @@ from benchmarks.workloads import (
     pythia_shaped_model,
     synthetic_dataset,
 )
-from ift.config import TrainConfig, load_params
+from ift.config import TrainConfig
 from ift.memory import keep_freed_memory, keep_freed_memory_where_set
 from ift.trainer import AnswerOnlyHeadSFTTrainer
 
@@ -67,8 +67,7 @@ def train_step_times(copy: Path, option: str, steps: int) -> dict[str, float]:
     from ift.trainer import make_trainer
 
     settings = TRAIN_OPTIONS[option][1]
-    params = load_params(copy / "params.yaml")
-    cfg = timed_config(TrainConfig(**{**vars(params.train), **settings.get("change", {})}), steps)
+    cfg = timed_config(default_train_config(copy, settings.get("change", {})), steps)
     keep_freed_memory_where_set(cfg)  # as the train stage does
     if "threads" in settings:
         torch.set_num_threads(settings["threads"])
@@ -78,7 +77,7 @@ def train_step_times(copy: Path, option: str, steps: int) -> dict[str, float]:
         model.compile()  # the forward through inductor, the backward through AOTAutograd
     times = StepTimes()
     with tempfile.TemporaryDirectory(prefix="ift-bench-lever-") as work_dir:
-        trainer = make_trainer(model, tokenizer, demo_dataset(copy, tokenizer, params.train.max_length), cfg, 0,
+        trainer = make_trainer(model, tokenizer, demo_dataset(copy, tokenizer, cfg.max_length), cfg, 0,
                                Path(work_dir), [times],
                                trainer_class=settings.get("trainer_class"))
         trainer.train()

@@ -120,16 +120,20 @@ def step_seconds(model, tokenizer, dataset, cfg: TrainConfig, steps: int, traine
     return clock.seconds / (steps - 1)
 
 
+def default_train_config(copy: Path, change: dict) -> TrainConfig:
+    """`copy`'s params.yaml train settings (train/default) with `change` applied."""
+    return TrainConfig(**{**vars(load_params(copy / "params.yaml").train), **change})
+
+
 def tiny_step_seconds(copy: Path, change: dict, steps: int = 30, dataset=None) -> float:
     """Seconds per step of the tiny base model with train/default + `change`, on `dataset`
     (tokenized with the base model's tokenizer; None: the demo's training split)."""
     from ift.modeling import load_model, load_tokenizer
 
-    params = load_params(copy / "params.yaml")
     tokenizer = load_tokenizer(copy / "models/base")
-    cfg = TrainConfig(**{**vars(params.train), **change})
+    cfg = default_train_config(copy, change)
     if dataset is None:
-        dataset = demo_dataset(copy, tokenizer, params.train.max_length)
+        dataset = demo_dataset(copy, tokenizer, cfg.max_length)
     return step_seconds(load_model(copy / "models/base"), tokenizer, dataset, cfg, steps)
 
 
@@ -194,7 +198,6 @@ if __name__ == "__main__":
         keep_freed_memory_where_set(cfg)
         print(json.dumps(footprint(Path(sys.argv[2]), cfg)))
     else:
-        change = json.loads(sys.argv[3])
-        keep_freed_memory_where_set(TrainConfig(**{**vars(load_params(Path(sys.argv[2]) / "params.yaml").train),
-                                                    **change}))
-        print(tiny_step_seconds(Path(sys.argv[2]), change, int(sys.argv[4])))
+        copy, change = Path(sys.argv[2]), json.loads(sys.argv[3])
+        keep_freed_memory_where_set(default_train_config(copy, change))
+        print(tiny_step_seconds(copy, change, int(sys.argv[4])))
